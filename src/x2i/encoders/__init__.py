@@ -1,0 +1,48 @@
+"""MLLM encoders, one module per family, picked by the `model_type` in the model's config.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from x2i.encoders.base import EncoderOutput, MLLMEncoder
+from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
+from x2i.errors import X2IError
+
+ENCODERS: dict[str, type[MLLMEncoder]] = {
+    Qwen2_5_VLEncoder.family: Qwen2_5_VLEncoder,
+}
+
+
+def load_encoder(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> MLLMEncoder:
+    """Load the MLLM at `path` (a local directory or a hub id) with the encoder for its family."""
+    model_type = _model_type(path)
+    if model_type not in ENCODERS:
+        raise X2IError(
+            f"{path} is a {model_type!r} model; supported MLLM families: {', '.join(ENCODERS)}"
+        )
+    return ENCODERS[model_type].from_pretrained(path, device=device, dtype=dtype)
+
+
+def _model_type(path: str | Path) -> str:
+    if Path(path).exists():
+        config_file = Path(path) / "config.json"
+        if not config_file.is_file():
+            raise X2IError(f"{path} is not an MLLM directory: it has no config.json")
+        try:
+            return json.loads(config_file.read_text())["model_type"]
+        except (ValueError, KeyError) as e:
+            raise X2IError(f"{config_file} is not a transformers model config ({e})") from e
+    from transformers import AutoConfig
+
+    try:  # a hub id, for users who have the hub
+        return AutoConfig.from_pretrained(str(path)).model_type
+    except Exception as e:  # offline, unknown repo, bad id
+        raise X2IError(f"{path} is neither a local MLLM directory nor a reachable hub model ({type(e).__name__})") from e
+
+
+__all__ = ["ENCODERS", "EncoderOutput", "MLLMEncoder", "Qwen2_5_VLEncoder", "load_encoder"]

@@ -1,0 +1,125 @@
+"""Qwen2.5-VL as X2I's reader: text and images -> all hidden layers, in one forward pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import (
+    AutoImageProcessor,
+    AutoProcessor,
+    AutoTokenizer,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+)
+from transformers.utils import is_torchvision_available
+
+from x2i.encoders.base import EncoderOutput, MLLMEncoder
+from x2i.errors import X2IError
+from x2i.request import Request, format_prompt
+
+
+class _ImageOnlyQwenProcessor(Qwen2_5_VLProcessor):
+    """Qwen2.5-VL's processor without its video processor.
+
+    transformers needs torchvision to build the video processor and refuses to build the processor
+    without one (huggingface/transformers#43986). Images and text need neither, so on a machine
+    without torchvision we leave the video slot empty; asking for video then fails clearly.
+    """
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if argument_name == "video_processor" and argument is None:
+            return None
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+
+def load_processor(path: str | Path) -> Qwen2_5_VLProcessor:
+    if is_torchvision_available():
+        processor = AutoProcessor.from_pretrained(path)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        image_processor = AutoImageProcessor.from_pretrained(path)
+        processor = _ImageOnlyQwenProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            video_processor=None,
+            chat_template=tokenizer.chat_template,
+        )
+    if processor.chat_template is None:
+        raise X2IError(f"{path} has no chat template; X2I prompts need the model's chat template")
+    # AlignNet was trained on left-padded prompts; the saved tokenizer may default to the right.
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+class Qwen2_5_VLEncoder(MLLMEncoder):
+    family = "qwen2_5_vl"
+
+    def __init__(self, model: Qwen2_5_VLForConditionalGeneration, processor: Qwen2_5_VLProcessor):
+        self.model = model.eval().requires_grad_(False)
+        self.processor = processor
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> Qwen2_5_VLEncoder:
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
+        return cls(model, load_processor(path))
+
+    @property
+    def num_hidden_states(self) -> int:
+        return self.model.config.text_config.num_hidden_layers + 1
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.text_config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def chat(self, request: Request) -> list[dict]:
+        """The conversation the model reads: images first, then the formatted text."""
+        content = [{"type": "image"} for _ in request.images]
+        content.append({"type": "text", "text": format_prompt(request)})
+        return [{"role": "user", "content": content}]
+
+    def prepare(self, requests: Sequence[Request], pad_to: int | None = None):
+        """Processor outputs (input_ids, attention_mask, mm_token_type_ids, pixel_values, ...)."""
+        texts = [
+            self.processor.apply_chat_template(self.chat(r), tokenize=False, add_generation_prompt=True)
+            for r in requests
+        ]
+        images = [image for r in requests for image in r.images]
+        padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": True}
+        inputs = self.processor(text=texts, images=images or None, return_tensors="pt", **padding)
+        return inputs.to(self.device)
+
+    def position_ids(self, inputs) -> torch.Tensor:
+        """The positions `generate()` gives a prompt: padding-aware text positions, plus 3D (M-RoPE)
+        positions for image tokens. A plain forward would count left padding as positions."""
+        mask = inputs["attention_mask"]
+        text = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        if inputs.get("image_grid_thw") is not None:
+            vision, _ = self.model.model.get_rope_index(
+                inputs["input_ids"],
+                mm_token_type_ids=inputs["mm_token_type_ids"],
+                image_grid_thw=inputs["image_grid_thw"],
+                attention_mask=mask,
+            )
+        else:
+            vision = text.unsqueeze(0).expand(3, -1, -1)
+        return torch.cat([text.unsqueeze(0), vision], dim=0)
+
+    @torch.no_grad()
+    def encode(self, requests: Sequence[Request], pad_to: int | None = None) -> EncoderOutput:
+        inputs = self.prepare(requests, pad_to)
+        # The backbone alone: the LM head's logits over the whole vocabulary are not needed.
+        out = self.model.model(
+            **inputs,
+            position_ids=self.position_ids(inputs),
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        return EncoderOutput(torch.stack(out.hidden_states, dim=1), inputs["attention_mask"])

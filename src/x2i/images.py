@@ -1,0 +1,38 @@
+"""Reading input images with clear errors, and laying results out as a grid."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from x2i.errors import X2IError
+
+
+def load_image(path: str | Path) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise X2IError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # also forces the full decode, so truncated files fail here
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise X2IError(f"cannot read image {path}: not a readable PNG/JPEG/WebP/... file ({e})") from e
+
+
+def make_grid(images: list[Image.Image], captions: list[str] | None = None, cols: int | None = None) -> Image.Image:
+    """Images side by side in rows; an optional caption line above each."""
+    cols = cols or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    w = max(im.width for im in images)
+    h = max(im.height for im in images)
+    top = 14 if captions else 0
+    grid = Image.new("RGB", (cols * w, rows * (h + top)), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, image in enumerate(images):
+        x, y = (i % cols) * w, (i // cols) * (h + top)
+        grid.paste(image, (x, y + top))
+        if captions:
+            draw.text((x + 2, y + 1), captions[i][: max(4, w // 6)], fill="black")
+    return grid

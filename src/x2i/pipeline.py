@@ -1,0 +1,134 @@
+"""X2IPipeline: request -> MLLM hidden states -> AlignNet -> FLUX -> images.
+
+FLUX runs as diffusers' own `FluxPipeline`, loaded without T5 and CLIP: AlignNet's two tensors go
+in as `prompt_embeds` / `pooled_prompt_embeds`, and diffusers does the denoising loop, the latent
+packing and unpacking, and the VAE decode exactly as it does for FLUX itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from diffusers import FluxPipeline
+from PIL import Image
+
+from x2i.alignnet import AlignNet
+from x2i.encoders import MLLMEncoder, load_encoder
+from x2i.errors import X2IError
+from x2i.request import Request
+
+# Without T5 and CLIP; those are only needed to distill a teacher, never to generate with X2I.
+NO_TEXT_ENCODERS = dict(text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+
+
+def load_flux(path: str | Path, dtype: torch.dtype = torch.float32) -> FluxPipeline:
+    """A FLUX pipeline (FLUX.1-dev, schnell, or a derivative) from a directory or hub id, minus T5/CLIP."""
+    if Path(path).exists():
+        index = Path(path) / "model_index.json"
+        if not index.is_file():
+            raise X2IError(f"{path} is not a diffusers pipeline directory: it has no model_index.json")
+        try:
+            class_name = json.loads(index.read_text()).get("_class_name", "")
+        except ValueError as e:
+            raise X2IError(f"{index} is not valid JSON ({e})") from e
+        if "Flux" not in class_name:
+            raise X2IError(f"{path} holds a {class_name or 'unnamed'} pipeline, not a FLUX one")
+    try:
+        return FluxPipeline.from_pretrained(str(path), dtype=dtype, **NO_TEXT_ENCODERS)
+    except (OSError, ValueError) as e:  # missing component files, unreachable hub id
+        raise X2IError(f"cannot load FLUX from {path}: {str(e).splitlines()[0]}") from e
+
+
+def load_alignnet(path: str | Path, dtype: torch.dtype = torch.float32) -> AlignNet:
+    """Our AlignNet directory, or one of the authors' released `.bin` files (preset from its shapes)."""
+    if Path(path).is_file():
+        return AlignNet.from_official(path).to(dtype)
+    return AlignNet.from_pretrained(path, dtype=dtype)
+
+
+class X2IPipeline:
+    def __init__(self, encoder: MLLMEncoder, alignnet: AlignNet, flux: FluxPipeline, pad_to: int | None = None):
+        self.encoder = encoder
+        self.alignnet = alignnet.eval().requires_grad_(False)
+        self.flux = flux
+        self.pad_to = pad_to  # pad prompts to this many tokens, as the official checkpoints saw in training
+        self._check_fit()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        mllm: str | Path,
+        flux: str | Path,
+        alignnet: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        pad_to: int | None = None,
+    ) -> X2IPipeline:
+        alignnet_model = load_alignnet(alignnet, dtype).to(device)
+        flux_pipe = load_flux(flux, dtype).to(device)
+        encoder = load_encoder(mllm, device=device, dtype=dtype)
+        return cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to)
+
+    def _check_fit(self) -> None:
+        a, t = self.alignnet.config, self.flux.transformer.config
+        if (a.num_hidden_states, a.hidden_size) != (self.encoder.num_hidden_states, self.encoder.hidden_size):
+            raise X2IError(
+                f"AlignNet reads {a.num_hidden_states} hidden states of size {a.hidden_size}, but the MLLM gives "
+                f"{self.encoder.num_hidden_states} of size {self.encoder.hidden_size}: use the AlignNet made for this MLLM"
+            )
+        if (a.joint_attention_dim, a.pooled_projection_dim) != (t.joint_attention_dim, t.pooled_projection_dim):
+            raise X2IError(
+                f"AlignNet outputs ({a.joint_attention_dim}, {a.pooled_projection_dim}) do not fit FLUX's "
+                f"joint_attention_dim {t.joint_attention_dim} and pooled_projection_dim {t.pooled_projection_dim}"
+            )
+
+    def check_size(self, height: int, width: int) -> None:
+        multiple = self.flux.vae_scale_factor * 2  # VAE downsampling, then 2x2 latent packing
+        if height <= 0 or width <= 0 or height % multiple or width % multiple:
+            raise X2IError(f"FLUX needs height and width that are positive multiples of {multiple}; got {height}x{width}")
+
+    @torch.no_grad()
+    def encode(self, requests: Sequence[Request]):
+        """MLLM -> AlignNet: the conditioning FLUX reads in place of T5/CLIP."""
+        states = self.encoder.encode(requests, pad_to=self.pad_to)
+        hidden = states.hidden_states.to(self.alignnet.mlp.layernorm.weight.dtype)
+        return self.alignnet(hidden, attention_mask=states.attention_mask)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        request: Request | Sequence[Request],
+        height: int = 1024,
+        width: int = 1024,
+        num_inference_steps: int = 28,
+        guidance_scale: float = 3.5,
+        num_images_per_prompt: int = 1,
+        seed: int | None = 0,
+        show_progress: bool = True,
+    ) -> list[Image.Image]:
+        requests = [request] if isinstance(request, Request) else list(request)
+        if not requests:
+            raise X2IError("empty request list")
+        if num_inference_steps < 1 or num_images_per_prompt < 1:
+            raise X2IError("steps and number of images must be at least 1")
+        self.check_size(height, width)
+
+        conditioning = self.encode(requests)
+
+        device = self.flux.transformer.device
+        generator = None if seed is None else torch.Generator(device).manual_seed(seed)
+        self.flux.set_progress_bar_config(disable=not show_progress, desc="denoising")
+        return self.flux(
+            prompt_embeds=conditioning.prompt_embeds.to(self.flux.transformer.dtype),
+            pooled_prompt_embeds=conditioning.pooled_prompt_embeds.to(self.flux.transformer.dtype),
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,  # used only by FLUX models with a guidance embedding (dev)
+            num_images_per_prompt=num_images_per_prompt,
+            generator=generator,
+            output_type="pil",
+        ).images

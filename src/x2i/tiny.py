@@ -1,0 +1,184 @@
+"""Tiny, randomly initialised models of the real classes, built locally (no hub).
+
+They exercise exactly the code paths of the full-size models — the same transformers and diffusers
+classes, saved to disk and loaded back through the public loaders — at a size that runs in
+seconds on a CPU. Their outputs mean nothing; they are for tests, benchmarks and a smoke run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from x2i.alignnet import AlignNet, AlignNetConfig
+
+# Qwen2-VL's own chat template (vision placeholders, default system prompt).
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+
+def build_qwen_tokenizer(corpus: list[str] | None = None, vocab_size: int = 512):
+    """A byte-level BPE tokenizer in Qwen2's format, trained on `corpus` (bytes only when empty)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2TokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=QWEN_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus or [], trainer=trainer)
+    return Qwen2TokenizerFast(
+        tokenizer_object=tok,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=QWEN_SPECIAL_TOKENS[1:],
+        padding_side="left",  # X2I's AlignNet was trained on left-padded prompts
+        chat_template=QWEN_VL_CHAT_TEMPLATE,
+    )
+
+
+def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, num_layers: int = 2, hidden_size: int = 32) -> Path:
+    """Save a tiny random Qwen2.5-VL (model + processor) to `path`; load it like the real one."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLImageProcessorPil,
+    )
+
+    path = Path(path)
+    tokenizer = build_qwen_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=1,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=hidden_size,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            fullatt_block_indexes=[0],
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.save_pretrained(path)
+    # Small images keep the vision tower cheap: at most 4x4 patches of 14 px, merged 2x2.
+    # Tokenizer and image processor are saved one by one because transformers cannot save a
+    # Qwen2.5-VL processor without a video processor, and that needs torchvision.
+    tokenizer.save_pretrained(path)
+    Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56).save_pretrained(path)
+    return path
+
+
+def build_tiny_flux(path: str | Path, seed: int = 0, joint_attention_dim: int = 32, pooled_projection_dim: int = 16) -> Path:
+    """Save a tiny random FLUX pipeline (transformer, VAE, scheduler; no T5/CLIP) to `path`."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels packed 2x2
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=joint_attention_dim,
+        pooled_projection_dim=pooled_projection_dim,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 4, 8),
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    # FLUX.1-dev's scheduler settings: resolution-dependent shift of the timesteps.
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+        base_image_seq_len=256, max_image_seq_len=4096,
+    )
+    pipe = FluxPipeline(
+        scheduler=scheduler, vae=vae, transformer=transformer,
+        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+    )
+    pipe.save_pretrained(path)
+    return Path(path)
+
+
+def build_tiny_models(directory: str | Path, seed: int = 0) -> dict[str, Path]:
+    """A matching tiny MLLM, FLUX and (random) AlignNet under `directory`: mllm/, flux/, alignnet/."""
+    directory = Path(directory)
+    mllm = build_tiny_qwen2_5_vl(directory / "mllm", seed=seed, num_layers=2, hidden_size=32)
+    flux = build_tiny_flux(directory / "flux", seed=seed, joint_attention_dim=32, pooled_projection_dim=16)
+    torch.manual_seed(seed)
+    alignnet = AlignNet(
+        AlignNetConfig(
+            num_hidden_states=3, hidden_size=32, joint_attention_dim=32, pooled_projection_dim=16,
+            pooling="masked_mean",
+        )
+    )
+    alignnet.save_pretrained(directory / "alignnet")
+    return {"mllm": mllm, "flux": flux, "alignnet": directory / "alignnet"}
