@@ -1,24 +1,32 @@
-"""X2I: let a FLUX DiT understand anything a multimodal LLM understands."""
+"""X2I: let a FLUX DiT understand anything a multimodal LLM understands.
 
-from x2i.alignnet import PRESETS, AlignNet, AlignNetConfig, AlignNetOutput
-from x2i.encoders import EncoderOutput, MLLMEncoder, Qwen2_5_VLEncoder, load_encoder
-from x2i.errors import X2IError
-from x2i.pipeline import X2IPipeline
-from x2i.request import Request, format_prompt
+Names are imported on first use, so `x2i --help` and `from x2i.errors import X2IError` stay fast
+and do not pull in torch, transformers and diffusers.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PRESETS",
-    "AlignNet",
-    "AlignNetConfig",
-    "AlignNetOutput",
-    "EncoderOutput",
-    "MLLMEncoder",
-    "Qwen2_5_VLEncoder",
-    "Request",
-    "X2IError",
-    "X2IPipeline",
-    "format_prompt",
-    "load_encoder",
-]
+_EXPORTS = {
+    "AlignNet": "x2i.alignnet",
+    "AlignNetConfig": "x2i.alignnet",
+    "AlignNetOutput": "x2i.alignnet",
+    "PRESETS": "x2i.alignnet",
+    "EncoderOutput": "x2i.encoders",
+    "MLLMEncoder": "x2i.encoders",
+    "Qwen2_5_VLEncoder": "x2i.encoders",
+    "load_encoder": "x2i.encoders",
+    "X2IError": "x2i.errors",
+    "X2IPipeline": "x2i.pipeline",
+    "Request": "x2i.request",
+    "format_prompt": "x2i.request",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'x2i' has no attribute {name!r}")

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from x2i.errors import X2IError
+from x2i.hub import download, resolve
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -100,14 +101,16 @@ class AlignNet(nn.Module):
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        config = {"_class_name": type(self).__name__, **asdict(self.config)}
+        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt"})
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None) -> AlignNet:
         """Load our format from a local directory or a hub repository id."""
-        directory = _local_dir(path)
+        directory = resolve(path, "AlignNet")
+        directory = download(directory, "AlignNet") if isinstance(directory, str) else directory
         config_file, weights_file = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         if not config_file.is_file() or not weights_file.is_file():
             raise X2IError(
@@ -116,6 +119,8 @@ class AlignNet(nn.Module):
             )
         try:
             raw = json.loads(config_file.read_text())
+            if raw.get("_class_name") != "AlignNet":
+                raise X2IError(f"{path} is not an AlignNet directory: its {CONFIG_NAME} describes another model")
             config = AlignNetConfig(**{f.name: raw[f.name] for f in fields(AlignNetConfig) if f.name in raw})
             state = load_file(weights_file)
         except (ValueError, TypeError, OSError) as e:  # JSON, safetensors header and I/O errors
@@ -135,6 +140,7 @@ class AlignNet(nn.Module):
         `preset` names the MLLM it was trained for; when left out it is inferred from the shapes.
         Weights keep their values exactly; the module stays float32 unless you cast it.
         """
+        config = preset_config(preset) if preset is not None else None
         state = checkpoint if isinstance(checkpoint, dict) else _read_state_dict(Path(checkpoint))
         state = {k.removeprefix("module."): v for k, v in state.items()}
         fitting = presets_fitting(state)
@@ -142,7 +148,7 @@ class AlignNet(nn.Module):
             if not fitting:
                 raise X2IError(f"{_describe(checkpoint)} fits no AlignNet preset ({_shape_summary(state)})")
             preset = fitting[0]
-        config = preset_config(preset)
+            config = preset_config(preset)
         if preset not in fitting:
             also = f"; it fits preset {', '.join(fitting)}" if fitting else "; it fits no known preset"
             raise X2IError(
@@ -199,7 +205,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         # weights_only: a checkpoint is data, never code to unpickle.
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types for a corrupt or hostile file
-        raise X2IError(f"cannot read AlignNet checkpoint {path}: {str(e).splitlines()[0]}") from e
+        raise X2IError(
+            f"cannot read AlignNet checkpoint {path}: it is corrupt or holds more than tensors "
+            f"({type(e).__name__}); x2i loads only plain tensor state dicts"
+        ) from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise X2IError(f"{path} is not a state dict of tensors")
     return state
@@ -207,16 +216,4 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _describe(checkpoint) -> str:
     return "the given state dict" if isinstance(checkpoint, dict) else str(checkpoint)
-
-
-def _local_dir(path: str | Path) -> Path:
-    """A local directory as is; anything else is taken as a hub repository id and downloaded."""
-    if Path(path).exists():
-        return Path(path)
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(str(path)))
-    except Exception as e:  # offline, unknown repo, bad id: all mean "not found here"
-        raise X2IError(f"{path} is neither a local directory nor a reachable hub model ({type(e).__name__})") from e
 

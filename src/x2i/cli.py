@@ -8,8 +8,6 @@ import sys
 import warnings
 from pathlib import Path
 
-from PIL import Image
-
 from x2i.errors import X2IError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -35,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--mllm", required=True, help="MLLM directory or hub id (Qwen2.5-VL)")
     gen.add_argument("--flux", required=True, help="FLUX pipeline directory or hub id (T5/CLIP are not loaded)")
     gen.add_argument("--alignnet", required=True, help="AlignNet directory, or an official diffusion_pytorch_model.bin")
+    gen.add_argument("--alignnet-preset", default=None, help="the MLLM an official .bin was trained for (qwen2.5-vl-7b, ...); inferred from its shapes when left out")
     gen.add_argument("--seed", type=int, default=0, help="same seed, same image")
     gen.add_argument("--steps", type=int, default=28, help="denoising steps (28 for dev, 4 for schnell-like models)")
     gen.add_argument("--guidance", type=float, default=3.5, help="guidance for FLUX models with a guidance embedding")
@@ -73,6 +72,8 @@ def resolve_device_dtype(device: str, dtype: str):
 
 
 def check_output_path(out: Path) -> None:
+    from PIL import Image
+
     if Image.registered_extensions().get(out.suffix.lower()) is None:
         raise X2IError(f"cannot write {out}: unknown image extension {out.suffix!r} (use .png, .jpg or .webp)")
 
@@ -89,7 +90,10 @@ def run_generate(args) -> None:
         raise X2IError("--steps and --num-images must be at least 1")
     device, dtype = resolve_device_dtype(args.device, args.dtype)
 
-    pipe = X2IPipeline.from_pretrained(args.mllm, args.flux, args.alignnet, device=device, dtype=dtype, pad_to=args.pad_to)
+    pipe = X2IPipeline.from_pretrained(
+        args.mllm, args.flux, args.alignnet, device=device, dtype=dtype, pad_to=args.pad_to,
+        alignnet_preset=args.alignnet_preset,
+    )
     pipe.check_size(args.height, args.width)
     images = pipe(
         request,

@@ -18,6 +18,7 @@ from PIL import Image
 from x2i.alignnet import AlignNet
 from x2i.encoders import MLLMEncoder, load_encoder
 from x2i.errors import X2IError
+from x2i.hub import resolve
 from x2i.request import Request
 
 # Without T5 and CLIP; those are only needed to distill a teacher, never to generate with X2I.
@@ -26,8 +27,9 @@ NO_TEXT_ENCODERS = dict(text_encoder=None, tokenizer=None, text_encoder_2=None, 
 
 def load_flux(path: str | Path, dtype: torch.dtype = torch.float32) -> FluxPipeline:
     """A FLUX pipeline (FLUX.1-dev, schnell, or a derivative) from a directory or hub id, minus T5/CLIP."""
-    if Path(path).exists():
-        index = Path(path) / "model_index.json"
+    location = resolve(path, "FLUX")
+    if isinstance(location, Path):
+        index = location / "model_index.json"
         if not index.is_file():
             raise X2IError(f"{path} is not a diffusers pipeline directory: it has no model_index.json")
         try:
@@ -37,15 +39,18 @@ def load_flux(path: str | Path, dtype: torch.dtype = torch.float32) -> FluxPipel
         if "Flux" not in class_name:
             raise X2IError(f"{path} holds a {class_name or 'unnamed'} pipeline, not a FLUX one")
     try:
-        return FluxPipeline.from_pretrained(str(path), dtype=dtype, **NO_TEXT_ENCODERS)
+        return FluxPipeline.from_pretrained(location, dtype=dtype, **NO_TEXT_ENCODERS)
     except (OSError, ValueError) as e:  # missing component files, unreachable hub id
+        if isinstance(location, str):
+            raise X2IError(f"cannot get FLUX {location} from the hub ({type(e).__name__}); download it and pass its directory") from e
         raise X2IError(f"cannot load FLUX from {path}: {str(e).splitlines()[0]}") from e
 
-
-def load_alignnet(path: str | Path, dtype: torch.dtype = torch.float32) -> AlignNet:
-    """Our AlignNet directory, or one of the authors' released `.bin` files (preset from its shapes)."""
+def load_alignnet(path: str | Path, dtype: torch.dtype = torch.float32, preset: str | None = None) -> AlignNet:
+    """Our AlignNet directory, or one of the authors' released `.bin` files (`preset` inferred when None)."""
     if Path(path).is_file():
-        return AlignNet.from_official(path).to(dtype)
+        return AlignNet.from_official(path, preset=preset).to(dtype)
+    if preset is not None:
+        raise X2IError(f"a preset applies to the authors' checkpoint files; {path} is not a file")
     return AlignNet.from_pretrained(path, dtype=dtype)
 
 
@@ -66,8 +71,9 @@ class X2IPipeline:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         pad_to: int | None = None,
+        alignnet_preset: str | None = None,
     ) -> X2IPipeline:
-        alignnet_model = load_alignnet(alignnet, dtype).to(device)
+        alignnet_model = load_alignnet(alignnet, dtype, preset=alignnet_preset).to(device)
         flux_pipe = load_flux(flux, dtype).to(device)
         encoder = load_encoder(mllm, device=device, dtype=dtype)
         return cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to)

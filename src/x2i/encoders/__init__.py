@@ -10,6 +10,7 @@ import torch
 from x2i.encoders.base import EncoderOutput, MLLMEncoder
 from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
 from x2i.errors import X2IError
+from x2i.hub import resolve
 
 ENCODERS: dict[str, type[MLLMEncoder]] = {
     Qwen2_5_VLEncoder.family: Qwen2_5_VLEncoder,
@@ -29,20 +30,21 @@ def load_encoder(
 
 
 def _model_type(path: str | Path) -> str:
-    if Path(path).exists():
-        config_file = Path(path) / "config.json"
-        if not config_file.is_file():
-            raise X2IError(f"{path} is not an MLLM directory: it has no config.json")
-        try:
-            return json.loads(config_file.read_text())["model_type"]
-        except (ValueError, KeyError) as e:
-            raise X2IError(f"{config_file} is not a transformers model config ({e})") from e
-    from transformers import AutoConfig
+    location = resolve(path, "MLLM")
+    if isinstance(location, str):  # a hub id
+        from transformers import AutoConfig
 
-    try:  # a hub id, for users who have the hub
-        return AutoConfig.from_pretrained(str(path)).model_type
-    except Exception as e:  # offline, unknown repo, bad id
-        raise X2IError(f"{path} is neither a local MLLM directory nor a reachable hub model ({type(e).__name__})") from e
+        try:
+            return AutoConfig.from_pretrained(location).model_type
+        except Exception as e:  # offline, unknown repo, gated repo
+            raise X2IError(f"cannot get MLLM {location} from the hub ({type(e).__name__}); download it and pass its directory") from e
+    config_file = location / "config.json"
+    if not config_file.is_file():
+        raise X2IError(f"{path} is not an MLLM directory: it has no config.json")
+    try:
+        return json.loads(config_file.read_text())["model_type"]
+    except (ValueError, KeyError) as e:
+        raise X2IError(f"{config_file} is not a transformers model config ({e})") from e
 
 
 __all__ = ["ENCODERS", "EncoderOutput", "MLLMEncoder", "Qwen2_5_VLEncoder", "load_encoder"]

@@ -1,0 +1,28 @@
+"""Model locations: a local directory, or a hub repository id for users who have the hub."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from x2i.errors import X2IError
+
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def resolve(location: str | Path, what: str) -> Path | str:
+    """An existing local path as a Path, a hub id ("org/name") as a str; anything else is an error."""
+    if Path(location).exists():
+        return Path(location)
+    if HUB_ID.match(str(location)) and not str(location).startswith("."):
+        return str(location)
+    raise X2IError(f"{what} {location} does not exist (give a local directory or a hub id like org/name)")
+
+
+def download(repo_id: str, what: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as e:  # offline, unknown repo, gated repo: all mean "not available here"
+        raise X2IError(f"cannot get {what} {repo_id} from the hub ({type(e).__name__}); download it and pass its directory") from e

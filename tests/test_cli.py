@@ -1,0 +1,102 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from x2i.cli import main
+
+
+@pytest.fixture
+def model_args(tiny_models):
+    return ["--mllm", str(tiny_models["mllm"]), "--flux", str(tiny_models["flux"]), "--alignnet", str(tiny_models["alignnet"])]
+
+
+def generate(model_args, *extra):
+    return main(["generate", *model_args, "--height", "32", "--width", "32", "--steps", "2", *extra])
+
+
+def test_generate_writes_the_image(model_args, tmp_path, image_file):
+    out = tmp_path / "out.png"
+    assert generate(model_args, "--prompt", "ein roter Kreis", "--image", str(image_file), "--out", str(out)) == 0
+    assert Image.open(out).size == (32, 32)
+
+
+def test_same_seed_same_file(model_args, tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    generate(model_args, "--prompt", "a cat", "--seed", "5", "--out", str(a))
+    generate(model_args, "--prompt", "a cat", "--seed", "5", "--out", str(b))
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
+def test_several_images_give_a_grid(model_args, tmp_path):
+    out = tmp_path / "grid" / "cats.png"
+    assert generate(model_args, "--prompt", "a cat", "--num-images", "3", "--out", str(out)) == 0
+    singles = [Image.open(tmp_path / "grid" / f"cats-{i}.png") for i in range(3)]
+    grid = Image.open(out)
+    assert grid.width == 2 * 32 and grid.height > 2 * 32  # 2 columns, 2 rows, a caption line each
+    assert np.array_equal(np.asarray(grid)[-32:, :32], np.asarray(singles[2]))
+
+
+def bad_input_cases(tmp_path, image_file, tiny_models):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    corrupt_bin = tmp_path / "alignnet.bin"
+    corrupt_bin.write_bytes(b"garbage")
+    mllm, flux, alignnet = (str(tiny_models[k]) for k in ("mllm", "flux", "alignnet"))
+    return {
+        "missing image": (["--prompt", "x", "--image", str(tmp_path / "nope.png")], "does not exist"),
+        "unreadable image": (["--prompt", "x", "--image", str(corrupt)], "cannot read image"),
+        "empty request": (["--prompt", "  "], "empty request"),
+        "unknown preset": (["--prompt", "x", "--alignnet", str(corrupt_bin), "--alignnet-preset", "gpt-9"], "unknown AlignNet preset"),
+        "corrupt checkpoint": (["--prompt", "x", "--alignnet", str(corrupt_bin)], "cannot read AlignNet checkpoint"),
+        "mllm is not an mllm": (["--prompt", "x", "--mllm", flux], "not an MLLM directory"),
+        "flux is not flux": (["--prompt", "x", "--flux", mllm], "not a diffusers pipeline directory"),
+        "alignnet is not alignnet": (["--prompt", "x", "--alignnet", mllm], "not an AlignNet directory"),
+        "missing model dir": (["--prompt", "x", "--flux", str(tmp_path / "no-such-dir")], "does not exist"),
+        "mllm hub id offline": (["--prompt", "x", "--mllm", "org/mllm"], "cannot get MLLM org/mllm from the hub"),
+        "flux hub id offline": (["--prompt", "x", "--flux", "org/flux"], "cannot get FLUX org/flux from the hub"),
+        "alignnet hub id offline": (["--prompt", "x", "--alignnet", "org/a"], "cannot get AlignNet org/a from the hub"),
+        "size flux cannot take": (["--prompt", "x", "--height", "30"], "multiples of 4"),
+        "bad output format": (["--prompt", "x", "--out", str(tmp_path / "o.xyz")], "unknown image extension"),
+        "no gpu": (["--prompt", "x", "--device", "cuda"], "no CUDA GPU"),
+    }
+
+
+CASES = [
+    "missing image", "unreadable image", "empty request", "unknown preset", "corrupt checkpoint",
+    "mllm is not an mllm", "flux is not flux", "alignnet is not alignnet", "missing model dir",
+    "mllm hub id offline", "flux hub id offline", "alignnet hub id offline",
+    "size flux cannot take", "bad output format", "no gpu",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_clear_line_and_exit_2(case, model_args, tmp_path, image_file, tiny_models, capsys):
+    if case == "no gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    extra, expected = bad_input_cases(tmp_path, image_file, tiny_models)[case]
+    code = generate(model_args, *extra)  # later flags override the defaults in model_args
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("x2i: error:") and expected in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "x2i.cli", "generate", "--mllm", "m", "--flux", "f", "--alignnet", "a", "--image", str(tmp_path / "none.png")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"x2i: error: image {tmp_path / 'none.png'} does not exist"
+
+
+def test_help_explains_every_option():
+    result = subprocess.run([sys.executable, "-m", "x2i.cli", "generate", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for flag in ["--prompt", "--image", "--out", "--seed", "--steps", "--guidance", "--height", "--width",
+                 "--num-images", "--mllm", "--flux", "--alignnet", "--device", "--dtype"]:
+        assert flag in result.stdout
