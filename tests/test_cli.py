@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 
@@ -40,13 +41,37 @@ def test_several_images_give_a_grid(model_args, tmp_path):
     assert np.array_equal(np.asarray(grid)[-32:, :32], np.asarray(singles[2]))
 
 
+def broken_copy(src, dst, remove=(), corrupt=()):
+    shutil.copytree(src, dst)
+    for name in remove:
+        (dst / name).unlink()
+    for name in corrupt:
+        (dst / name).write_bytes(b"junk")
+    return str(dst)
+
+
 def bad_input_cases(tmp_path, image_file, tiny_models):
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     corrupt_bin = tmp_path / "alignnet.bin"
     corrupt_bin.write_bytes(b"garbage")
     mllm, flux, alignnet = (str(tiny_models[k]) for k in ("mllm", "flux", "alignnet"))
+    weights = "model.safetensors"
+    broken = {
+        "mllm weights missing": broken_copy(tiny_models["mllm"], tmp_path / "m1", remove=[weights]),
+        "mllm weights corrupt": broken_copy(tiny_models["mllm"], tmp_path / "m2", corrupt=[weights]),
+        "mllm tokenizer missing": broken_copy(tiny_models["mllm"], tmp_path / "m3", remove=["tokenizer.json", "tokenizer_config.json"]),
+        "flux part missing": broken_copy(tiny_models["flux"], tmp_path / "f1", remove=["transformer/diffusion_pytorch_model.safetensors"]),
+        "flux weights corrupt": broken_copy(tiny_models["flux"], tmp_path / "f2", corrupt=["vae/diffusion_pytorch_model.safetensors"]),
+        "alignnet weights corrupt": broken_copy(tiny_models["alignnet"], tmp_path / "a1", corrupt=[weights]),
+    }
     return {
+        "mllm weights missing": (["--prompt", "x", "--mllm", broken["mllm weights missing"]], "no file named model.safetensors"),
+        "mllm weights corrupt": (["--prompt", "x", "--mllm", broken["mllm weights corrupt"]], "cannot load Qwen2.5-VL"),
+        "mllm tokenizer missing": (["--prompt", "x", "--mllm", broken["mllm tokenizer missing"]], "does not belong to its model"),
+        "flux part missing": (["--prompt", "x", "--flux", broken["flux part missing"]], "cannot load FLUX"),
+        "flux weights corrupt": (["--prompt", "x", "--flux", broken["flux weights corrupt"]], "cannot load FLUX"),
+        "alignnet weights corrupt": (["--prompt", "x", "--alignnet", broken["alignnet weights corrupt"]], "cannot read AlignNet"),
         "missing image": (["--prompt", "x", "--image", str(tmp_path / "nope.png")], "does not exist"),
         "unreadable image": (["--prompt", "x", "--image", str(corrupt)], "cannot read image"),
         "empty request": (["--prompt", "  "], "empty request"),
@@ -68,7 +93,8 @@ def bad_input_cases(tmp_path, image_file, tiny_models):
 CASES = [
     "missing image", "unreadable image", "empty request", "unknown preset", "corrupt checkpoint",
     "mllm is not an mllm", "flux is not flux", "alignnet is not alignnet", "missing model dir",
-    "mllm hub id offline", "flux hub id offline", "alignnet hub id offline",
+    "mllm weights missing", "mllm weights corrupt", "mllm tokenizer missing", "flux part missing",
+    "flux weights corrupt", "alignnet weights corrupt", "mllm hub id offline", "flux hub id offline", "alignnet hub id offline",
     "size flux cannot take", "bad output format", "no gpu",
 ]
 

@@ -88,3 +88,17 @@ def test_load_flux_rejects_other_directories(tiny_models, tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     with pytest.raises(X2IError, match="not a FLUX one"):
         load_flux(tmp_path)
+
+
+def test_prompts_are_padded_as_the_alignnet_was_trained(pipeline):
+    config = AlignNetConfig(**{**pipeline.alignnet.config.__dict__, "pad_to": 300})
+    padded = X2IPipeline(pipeline.encoder, AlignNet(config), pipeline.flux)
+    assert padded.encode([Request("a red circle")]).prompt_embeds.shape[1] == 300
+    unpadded = X2IPipeline(pipeline.encoder, AlignNet(config), pipeline.flux, pad_to=0)
+    n = unpadded.encode([Request("a red circle")]).prompt_embeds.shape[1]
+    assert 0 < n < 300
+    # a batch whose prompts are longer than pad_to keeps them whole
+    short = X2IPipeline(pipeline.encoder, AlignNet(config), pipeline.flux, pad_to=n + 5)
+    long_text = "a red circle " * 30
+    out = short.encode([Request("a red circle"), Request(long_text)])
+    assert out.prompt_embeds.shape[1] == unpadded.encode([Request(long_text)]).prompt_embeds.shape[1] > n + 5

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -37,6 +38,9 @@ class AlignNetConfig:
     # "mean" averages over every token, padding included, as the official checkpoints were trained;
     # "masked_mean" averages over real tokens only, so a prompt's vector does not depend on its batch.
     pooling: str = "mean"
+    # Prompts were left-padded to this many tokens in training (512 for the official checkpoints);
+    # the pipeline pads the same way unless told otherwise. None: pad only to the batch's longest.
+    pad_to: int | None = None
 
     def __post_init__(self):
         if self.fusion not in ("conv", "scale"):
@@ -47,11 +51,11 @@ class AlignNetConfig:
 
 # The authors' released checkpoints (reference notes, section 2).
 PRESETS: dict[str, AlignNetConfig] = {
-    "qwen2.5-vl-3b": AlignNetConfig(num_hidden_states=37, hidden_size=2048),
-    "qwen2.5-vl-7b": AlignNetConfig(num_hidden_states=29, hidden_size=3584),
-    "internvl2.5-1b": AlignNetConfig(num_hidden_states=25, hidden_size=896, fusion="scale"),
-    "internvl2.5-4b": AlignNetConfig(num_hidden_states=37, hidden_size=2048),
-    "minicpm-o-2.6": AlignNetConfig(num_hidden_states=29, hidden_size=3584),
+    "qwen2.5-vl-3b": AlignNetConfig(num_hidden_states=37, hidden_size=2048, pad_to=512),
+    "qwen2.5-vl-7b": AlignNetConfig(num_hidden_states=29, hidden_size=3584, pad_to=512),
+    "internvl2.5-1b": AlignNetConfig(num_hidden_states=25, hidden_size=896, fusion="scale", pad_to=512),
+    "internvl2.5-4b": AlignNetConfig(num_hidden_states=37, hidden_size=2048, pad_to=512),
+    "minicpm-o-2.6": AlignNetConfig(num_hidden_states=29, hidden_size=3584, pad_to=512),
 }
 
 
@@ -123,7 +127,7 @@ class AlignNet(nn.Module):
                 raise X2IError(f"{path} is not an AlignNet directory: its {CONFIG_NAME} describes another model")
             config = AlignNetConfig(**{f.name: raw[f.name] for f in fields(AlignNetConfig) if f.name in raw})
             state = load_file(weights_file)
-        except (ValueError, TypeError, OSError) as e:  # JSON, safetensors header and I/O errors
+        except (ValueError, TypeError, OSError, SafetensorError) as e:  # bad JSON, bad weights, I/O
             raise X2IError(f"cannot read AlignNet at {directory}: {e}") from e
         model = cls(config)
         _load_checked(model, state, str(directory))

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--height", type=int, default=1024)
     gen.add_argument("--width", type=int, default=1024)
     gen.add_argument("--num-images", type=int, default=1)
-    gen.add_argument("--pad-to", type=int, default=None, metavar="N", help="left-pad the prompt to N tokens (the official checkpoints were trained with 512)")
+    gen.add_argument("--pad-to", type=int, default=None, metavar="N", help="left-pad the prompt to N tokens (0: no padding); default: as the AlignNet was trained (512 for the official checkpoints)")
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     gen.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
     gen.set_defaults(run=run_generate)
@@ -80,7 +80,8 @@ def check_output_path(out: Path) -> None:
 
 def run_generate(args) -> None:
     from x2i.images import load_image, make_grid
-    from x2i.pipeline import X2IPipeline
+    from x2i.encoders import load_encoder
+    from x2i.pipeline import X2IPipeline, check_size, load_alignnet, load_flux
     from x2i.request import Request
 
     # Everything the user typed is checked before any model is loaded.
@@ -90,11 +91,11 @@ def run_generate(args) -> None:
         raise X2IError("--steps and --num-images must be at least 1")
     device, dtype = resolve_device_dtype(args.device, args.dtype)
 
-    pipe = X2IPipeline.from_pretrained(
-        args.mllm, args.flux, args.alignnet, device=device, dtype=dtype, pad_to=args.pad_to,
-        alignnet_preset=args.alignnet_preset,
-    )
-    pipe.check_size(args.height, args.width)
+    # The same steps as X2IPipeline.from_pretrained, with the size checked before the MLLM loads.
+    alignnet = load_alignnet(args.alignnet, dtype, preset=args.alignnet_preset).to(device)
+    flux = load_flux(args.flux, dtype).to(device)
+    check_size(flux, args.height, args.width)
+    pipe = X2IPipeline(load_encoder(args.mllm, device=device, dtype=dtype), alignnet, flux, pad_to=args.pad_to)
     images = pipe(
         request,
         height=args.height,

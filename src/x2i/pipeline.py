@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 from diffusers import FluxPipeline
+from safetensors import SafetensorError
 from PIL import Image
 
 from x2i.alignnet import AlignNet
@@ -40,7 +41,7 @@ def load_flux(path: str | Path, dtype: torch.dtype = torch.float32) -> FluxPipel
             raise X2IError(f"{path} holds a {class_name or 'unnamed'} pipeline, not a FLUX one")
     try:
         return FluxPipeline.from_pretrained(location, dtype=dtype, **NO_TEXT_ENCODERS)
-    except (OSError, ValueError) as e:  # missing component files, unreachable hub id
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # missing or corrupt files, unreachable hub
         if isinstance(location, str):
             raise X2IError(f"cannot get FLUX {location} from the hub ({type(e).__name__}); download it and pass its directory") from e
         raise X2IError(f"cannot load FLUX from {path}: {str(e).splitlines()[0]}") from e
@@ -54,12 +55,19 @@ def load_alignnet(path: str | Path, dtype: torch.dtype = torch.float32, preset: 
     return AlignNet.from_pretrained(path, dtype=dtype)
 
 
+def check_size(flux: FluxPipeline, height: int, width: int) -> None:
+    multiple = flux.vae_scale_factor * 2  # VAE downsampling, then 2x2 latent packing
+    if height <= 0 or width <= 0 or height % multiple or width % multiple:
+        raise X2IError(f"FLUX needs height and width that are positive multiples of {multiple}; got {height}x{width}")
+
+
 class X2IPipeline:
     def __init__(self, encoder: MLLMEncoder, alignnet: AlignNet, flux: FluxPipeline, pad_to: int | None = None):
         self.encoder = encoder
         self.alignnet = alignnet.eval().requires_grad_(False)
         self.flux = flux
-        self.pad_to = pad_to  # pad prompts to this many tokens, as the official checkpoints saw in training
+        # Pad prompts as AlignNet saw them in training, unless the caller says otherwise (0: no padding).
+        self.pad_to = alignnet.config.pad_to if pad_to is None else (pad_to or None)
         self._check_fit()
 
     @classmethod
@@ -75,7 +83,7 @@ class X2IPipeline:
     ) -> X2IPipeline:
         alignnet_model = load_alignnet(alignnet, dtype, preset=alignnet_preset).to(device)
         flux_pipe = load_flux(flux, dtype).to(device)
-        encoder = load_encoder(mllm, device=device, dtype=dtype)
+        encoder = load_encoder(mllm, device=device, dtype=dtype)  # the largest part, loaded last
         return cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to)
 
     def _check_fit(self) -> None:
@@ -90,11 +98,6 @@ class X2IPipeline:
                 f"AlignNet outputs ({a.joint_attention_dim}, {a.pooled_projection_dim}) do not fit FLUX's "
                 f"joint_attention_dim {t.joint_attention_dim} and pooled_projection_dim {t.pooled_projection_dim}"
             )
-
-    def check_size(self, height: int, width: int) -> None:
-        multiple = self.flux.vae_scale_factor * 2  # VAE downsampling, then 2x2 latent packing
-        if height <= 0 or width <= 0 or height % multiple or width % multiple:
-            raise X2IError(f"FLUX needs height and width that are positive multiples of {multiple}; got {height}x{width}")
 
     @torch.no_grad()
     def encode(self, requests: Sequence[Request]):
@@ -120,7 +123,7 @@ class X2IPipeline:
             raise X2IError("empty request list")
         if num_inference_steps < 1 or num_images_per_prompt < 1:
             raise X2IError("steps and number of images must be at least 1")
-        self.check_size(height, width)
+        check_size(self.flux, height, width)
 
         conditioning = self.encode(requests)
 

@@ -80,6 +80,11 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, num_layers: int = 2, 
 
     path = Path(path)
     tokenizer = build_qwen_tokenizer()
+    num_heads = 4
+    # M-RoPE splits each head's rotary half into temporal, height and width sections.
+    half = hidden_size // num_heads // 2
+    height_width = (half - half // 4) // 2
+    mrope_section = [half - 2 * height_width, height_width, height_width]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     config = Qwen2_5_VLConfig(
         text_config=dict(
@@ -87,10 +92,10 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, num_layers: int = 2, 
             hidden_size=hidden_size,
             intermediate_size=2 * hidden_size,
             num_hidden_layers=num_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_heads // 2,
             max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
             bos_token_id=ids["<|endoftext|>"],
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoImageProcessor,
     AutoProcessor,
@@ -64,8 +65,18 @@ class Qwen2_5_VLEncoder(MLLMEncoder):
     def from_pretrained(
         cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> Qwen2_5_VLEncoder:
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
-        return cls(model, load_processor(path))
+        try:
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype)
+            processor = load_processor(path)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # missing or corrupt files
+            raise X2IError(f"cannot load Qwen2.5-VL from {path}: {str(e).strip().splitlines()[0]}") from e
+        image_token = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+        if image_token != model.config.image_token_id:
+            raise X2IError(
+                f"the tokenizer in {path} does not belong to its model (image token id {image_token}, "
+                f"model expects {model.config.image_token_id})"
+            )
+        return cls(model.to(device), processor)
 
     @property
     def num_hidden_states(self) -> int:
@@ -91,9 +102,11 @@ class Qwen2_5_VLEncoder(MLLMEncoder):
             self.processor.apply_chat_template(self.chat(r), tokenize=False, add_generation_prompt=True)
             for r in requests
         ]
-        images = [image for r in requests for image in r.images]
-        padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": True}
-        inputs = self.processor(text=texts, images=images or None, return_tensors="pt", **padding)
+        images = [image for r in requests for image in r.images] or None
+        inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        if pad_to and inputs["input_ids"].shape[1] < pad_to:
+            # Prompts longer than pad_to stay whole; shorter ones are padded up to it.
+            inputs = self.processor(text=texts, images=images, padding="max_length", max_length=pad_to, return_tensors="pt")
         return inputs.to(self.device)
 
     def position_ids(self, inputs) -> torch.Tensor:
