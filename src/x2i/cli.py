@@ -45,6 +45,48 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
     gen.set_defaults(run=run_generate)
 
+    ev = commands.add_parser(
+        "eval",
+        help="score models in the mini world, GenEval-style, from a JSONL file of cases",
+        description="Make an image for every case, read it back with the mini world's judge, and print the "
+        "fraction of cases whose every expected attribute holds, per task and per language. The teacher "
+        "(FLUX with T5/CLIP) is scored on the English text2image cases.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ev.add_argument("cases", type=Path, help="JSONL file of cases (make some with `x2i mini make-cases`)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ev.add_argument("--save", type=Path, metavar="DIR", help="also write every image and a cases.jsonl with the judge's readings")
+    ev.add_argument("--teacher", default=None, help="teacher FLUX directory (default: the shipped mini teacher)")
+    ev.add_argument("--seed", type=int, default=0, help="case i uses seed + i for its wording, render and noise")
+    ev.add_argument("--steps", type=int, default=20, help="denoising steps")
+    ev.set_defaults(run=run_eval)
+
+    mini = commands.add_parser("mini", help="the built-in mini world: make cases, check the judge, rebuild the mini models")
+    mini_commands = mini.add_subparsers(dest="mini_command", required=True, metavar="STEP")
+    cases = mini_commands.add_parser("make-cases", help="write fresh eval cases as JSONL", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    cases.add_argument("--out", type=Path, required=True)
+    cases.add_argument("--n", type=int, default=50, help="cases per task and language")
+    cases.add_argument("--tasks", nargs="+", default=None, help="default: all four tasks")
+    cases.add_argument("--langs", nargs="+", default=None, help="default: en zh fr de es")
+    cases.add_argument("--objects", type=int, choices=(1, 2), default=None, help="objects per scene (default: 1 or 2)")
+    cases.add_argument("--seed", type=int, default=1)
+    cases.set_defaults(run=run_make_cases)
+    judge = mini_commands.add_parser("judge", help="the judge's accuracy and confusion per attribute on fresh renders")
+    judge.add_argument("--n", type=int, default=1000)
+    judge.add_argument("--seed", type=int, default=12345)
+    judge.set_defaults(run=run_check_judge)
+    teacher = mini_commands.add_parser("train-teacher", help="rebuild the mini FLUX teacher (VAE, transformer, T5, CLIP)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    teacher.add_argument("--out", type=Path, required=True)
+    teacher.add_argument("--seed", type=int, default=0)
+    teacher.add_argument("--steps", type=int, default=4000)
+    teacher.add_argument("--vae-steps", type=int, default=1000)
+    teacher.set_defaults(run=run_train_teacher)
+    mllm = mini_commands.add_parser("train-mllm", help="rebuild the mini Qwen2.5-VL", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    mllm.add_argument("--out", type=Path, required=True)
+    mllm.add_argument("--seed", type=int, default=0)
+    mllm.add_argument("--steps", type=int, default=5000)
+    mllm.set_defaults(run=run_train_mllm)
+
     tiny = commands.add_parser(
         "tiny-models",
         help="build tiny random models (MLLM, FLUX, AlignNet) for a smoke run; their images mean nothing",
@@ -116,6 +158,78 @@ def run_generate(args) -> None:
     captions = [f"seed {args.seed} #{i}" for i in range(len(images))]
     make_grid(images, captions).save(args.out)
     print(f"wrote {len(images)} images and their grid {args.out}")
+
+
+def run_eval(args) -> None:
+    import json
+
+    from x2i.mini import weights_dir
+    from x2i.mini.eval import load_cases, run_teacher, save_results, summarize
+    from x2i.pipeline import load_flux
+
+    cases = load_cases(args.cases)
+    teacher_path = args.teacher or weights_dir("teacher")
+    teacher = load_flux(teacher_path, text_encoders=True)
+    results = run_teacher(teacher, cases, seed=args.seed, steps=args.steps)
+    report = {"teacher": summarize(results), "student": None, "n": len(cases)}
+    if args.save:
+        save_results(results, args.save)
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{len(cases)} cases; teacher ({teacher_path}) on {report['teacher'].get('n', 0)} English text2image cases")
+    for name, part in report["teacher"].items():
+        print(f"  {name}: {part}")
+    print("student: not available yet (no mini AlignNet)")
+
+
+def run_make_cases(args) -> None:
+    import json
+
+    from x2i.mini.eval import TASKS, make_cases
+    from x2i.mini.world import LANGUAGES
+
+    tasks, langs = args.tasks or TASKS, args.langs or LANGUAGES
+    unknown = [t for t in tasks if t not in TASKS] + [lang for lang in langs if lang not in LANGUAGES]
+    if unknown:
+        raise X2IError(f"unknown task or language {unknown}; tasks: {', '.join(TASKS)}; languages: {', '.join(LANGUAGES)}")
+    cases = make_cases(args.n, tasks, langs, seed=args.seed, num_objects=args.objects)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(json.dumps(c) + "\n" for c in cases))
+    print(f"wrote {len(cases)} cases to {args.out}")
+
+
+def run_check_judge(args) -> None:
+    from x2i.mini.judge import check_judge
+
+    report = check_judge(args.n, args.seed)
+    print(f"{report['renders']} renders: scene accuracy {report['scene_accuracy']:.4f}, wrong object counts {report['object_count_errors']}")
+    for attr, matrix in report["confusion"].items():
+        print(f"\n{attr}: accuracy {report['attribute_accuracy'][attr]:.4f} (rows: truth, columns: judged)")
+        values = list(matrix)
+        print("  " + "".join(f"{v:>9}" for v in ["", *values]))
+        for truth in values:
+            print("  " + f"{truth:>9}" + "".join(f"{matrix[truth][v]:>9}" for v in values))
+
+
+def run_train_teacher(args) -> None:
+    import time
+
+    from x2i.mini.teacher import TeacherConfig, train_teacher
+
+    start = time.time()
+    path = train_teacher(TeacherConfig(seed=args.seed, steps=args.steps, vae_steps=args.vae_steps), args.out)
+    print(f"wrote the mini teacher to {path} in {time.time() - start:.0f} s")
+
+
+def run_train_mllm(args) -> None:
+    import time
+
+    from x2i.mini.mllm import MLLMConfig, train_mllm
+
+    start = time.time()
+    path = train_mllm(MLLMConfig(seed=args.seed, steps=args.steps), args.out)
+    print(f"wrote the mini MLLM to {path} in {time.time() - start:.0f} s")
 
 
 def run_tiny_models(args) -> None:

@@ -26,8 +26,9 @@ from x2i.request import Request
 NO_TEXT_ENCODERS = dict(text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
 
 
-def load_flux(path: str | Path, dtype: torch.dtype = torch.float32) -> FluxPipeline:
-    """A FLUX pipeline (FLUX.1-dev, schnell, or a derivative) from a directory or hub id, minus T5/CLIP."""
+def load_flux(path: str | Path, dtype: torch.dtype = torch.float32, text_encoders: bool = False) -> FluxPipeline:
+    """A FLUX pipeline (FLUX.1-dev, schnell, or a derivative) from a directory or hub id; T5 and CLIP
+    only when `text_encoders` (to run FLUX itself, the distillation teacher)."""
     location = resolve(path, "FLUX")
     if isinstance(location, Path):
         index = location / "model_index.json"
@@ -40,7 +41,7 @@ def load_flux(path: str | Path, dtype: torch.dtype = torch.float32) -> FluxPipel
         if "Flux" not in class_name:
             raise X2IError(f"{path} holds a {class_name or 'unnamed'} pipeline, not a FLUX one")
     try:
-        return FluxPipeline.from_pretrained(location, dtype=dtype, **NO_TEXT_ENCODERS)
+        return FluxPipeline.from_pretrained(location, dtype=dtype, **({} if text_encoders else NO_TEXT_ENCODERS))
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # missing or corrupt files, unreachable hub
         if isinstance(location, str):
             raise X2IError(f"cannot get FLUX {location} from the hub ({type(e).__name__}); download it and pass its directory") from e

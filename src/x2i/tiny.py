@@ -70,16 +70,18 @@ def build_qwen_tokenizer(corpus: list[str] | None = None, vocab_size: int = 512)
     )
 
 
-def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, num_layers: int = 2, hidden_size: int = 32) -> Path:
-    """Save a tiny random Qwen2.5-VL (model + processor) to `path`; load it like the real one."""
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2VLImageProcessorPil,
-    )
+def build_qwen2_5_vl(
+    tokenizer,
+    num_layers: int = 2,
+    hidden_size: int = 32,
+    vision_depth: int = 1,
+    vision_hidden_size: int = 32,
+    patch_size: int = 14,
+    seed: int = 0,
+):
+    """A randomly initialised Qwen2.5-VL of the given size whose special tokens are `tokenizer`'s."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    path = Path(path)
-    tokenizer = build_qwen_tokenizer()
     num_heads = 4
     # M-RoPE splits each head's rotary half into temporal, height and width sections.
     half = hidden_size // num_heads // 2
@@ -101,16 +103,16 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, num_layers: int = 2, 
             pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(
-            depth=1,
-            hidden_size=32,
-            intermediate_size=64,
+            depth=vision_depth,
+            hidden_size=vision_hidden_size,
+            intermediate_size=2 * vision_hidden_size,
             num_heads=2,
             out_hidden_size=hidden_size,
-            patch_size=14,
+            patch_size=patch_size,
             spatial_merge_size=2,
             temporal_patch_size=2,
-            window_size=56,
-            fullatt_block_indexes=[0],
+            window_size=4 * patch_size,
+            fullatt_block_indexes=list(range(vision_depth)),  # images are small: no windowed attention
         ),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -118,14 +120,29 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, num_layers: int = 2, 
         vision_end_token_id=ids["<|vision_end|>"],
     )
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def save_qwen2_5_vl(model, tokenizer, image_processor, path: str | Path) -> Path:
+    """Save so that `load_encoder(path)` loads it as it loads the real Qwen2.5-VL.
+
+    Tokenizer and image processor are saved one by one because transformers cannot save a
+    Qwen2.5-VL processor without a video processor, and that needs torchvision."""
     model.save_pretrained(path)
-    # Small images keep the vision tower cheap: at most 4x4 patches of 14 px, merged 2x2.
-    # Tokenizer and image processor are saved one by one because transformers cannot save a
-    # Qwen2.5-VL processor without a video processor, and that needs torchvision.
     tokenizer.save_pretrained(path)
-    Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56).save_pretrained(path)
-    return path
+    image_processor.save_pretrained(path)
+    return Path(path)
+
+
+def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, num_layers: int = 2, hidden_size: int = 32) -> Path:
+    """Save a tiny random Qwen2.5-VL (model + processor) to `path`; load it like the real one."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    tokenizer = build_qwen_tokenizer()
+    model = build_qwen2_5_vl(tokenizer, num_layers=num_layers, hidden_size=hidden_size, seed=seed)
+    # Small images keep the vision tower cheap: at most 4x4 patches of 14 px, merged 2x2.
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56)
+    return save_qwen2_5_vl(model, tokenizer, image_processor, path)
 
 
 def build_tiny_flux(path: str | Path, seed: int = 0, joint_attention_dim: int = 32, pooled_projection_dim: int = 16) -> Path:

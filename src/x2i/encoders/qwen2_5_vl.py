@@ -90,17 +90,26 @@ class Qwen2_5_VLEncoder(MLLMEncoder):
     def device(self) -> torch.device:
         return self.model.device
 
-    def chat(self, request: Request) -> list[dict]:
-        """The conversation the model reads: images first, then the formatted text."""
+    def chat(self, request: Request, answer: str | None = None) -> list[dict]:
+        """The conversation the model reads: images first, then the formatted text; with `answer`,
+        the assistant's reply too (for training the MLLM, or answer mode)."""
         content = [{"type": "image"} for _ in request.images]
         content.append({"type": "text", "text": format_prompt(request)})
-        return [{"role": "user", "content": content}]
+        messages = [{"role": "user", "content": content}]
+        if answer is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        return messages
 
-    def prepare(self, requests: Sequence[Request], pad_to: int | None = None):
-        """Processor outputs (input_ids, attention_mask, mm_token_type_ids, pixel_values, ...)."""
+    def prepare(self, requests: Sequence[Request], pad_to: int | None = None, answers: Sequence[str] | None = None):
+        """Processor outputs (input_ids, attention_mask, mm_token_type_ids, pixel_values, ...).
+        Without `answers` each prompt ends with the assistant's turn opened, as for generation."""
         texts = [
-            self.processor.apply_chat_template(self.chat(r), tokenize=False, add_generation_prompt=True)
-            for r in requests
+            self.processor.apply_chat_template(
+                self.chat(r, None if answers is None else answers[i]),
+                tokenize=False,
+                add_generation_prompt=answers is None,
+            )
+            for i, r in enumerate(requests)
         ]
         images = [image for r in requests for image in r.images] or None
         inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")

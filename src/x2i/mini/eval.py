@@ -1,0 +1,194 @@
+"""GenEval-style evaluation in the mini world: cases in, images made, the judge scores them.
+
+A case (one JSON object per line):
+    {"task": "text2image", "lang": "fr", "expect": SCENE}                     caption written by the world
+    {"task": "imagetext2image", "lang": "de", "images": [SCENE],
+     "instruction": {"op": "recolor", "object": 0, "color": "blue"}, "expect": SCENE}
+    {"task": "image2image" | "multiimage2image", "images": [SCENE, ...], "expect": SCENE}
+A "text" field replaces the world's wording. The teacher (FLUX with T5/CLIP) is scored on the
+English text2image cases only; the student (MLLM -> AlignNet -> FLUX) on every case.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from x2i.errors import X2IError
+from x2i.mini.judge import read_objects, scene_correct
+from x2i.mini.world import (
+    ATTRIBUTES,
+    EDIT_OPS,
+    LANGUAGES,
+    POSITIONS,
+    VALUES,
+    apply_edit,
+    caption,
+    combine,
+    instruction,
+    random_edit,
+    random_object,
+    random_scene,
+    render,
+)
+
+TASKS = ("text2image", "image2image", "imagetext2image", "multiimage2image")
+
+
+# ---- cases --------------------------------------------------------------------------------------
+
+
+def make_cases(n: int, tasks=TASKS, langs=LANGUAGES, seed: int = 0, num_objects: int | None = None) -> list[dict]:
+    """`n` fresh cases for each (task, language) pair; languages only matter where there is text."""
+    rng = random.Random(seed)
+    cases = []
+    for task in tasks:
+        for lang in langs if task in ("text2image", "imagetext2image") else ("en",):
+            for _ in range(n):
+                scene = random_scene(rng, num_objects)
+                if task == "text2image":
+                    cases.append({"task": task, "lang": lang, "expect": scene})
+                elif task == "image2image":
+                    cases.append({"task": task, "lang": lang, "images": [scene], "expect": scene})
+                elif task == "imagetext2image":
+                    op = random_edit(scene, rng)
+                    cases.append({"task": task, "lang": lang, "images": [scene], "instruction": op, "expect": apply_edit(scene, op)})
+                else:
+                    a, b = ({"objects": [random_object(rng, p)]} for p in rng.sample(POSITIONS, 2))
+                    cases.append({"task": task, "lang": lang, "images": [a, b], "expect": combine([a, b])})
+    return cases
+
+
+def _check_scene(scene, where: str, complete: bool) -> None:
+    if not isinstance(scene, dict) or not isinstance(scene.get("objects"), list) or not 1 <= len(scene["objects"]) <= 2:
+        raise X2IError(f"{where}: a scene is {{\"objects\": [1 or 2 objects]}}")
+    for obj in scene["objects"]:
+        for attr, value in obj.items():
+            if attr not in VALUES or value not in VALUES[attr]:
+                raise X2IError(f"{where}: {attr}={value!r} is not in the mini world (see x2i.mini.world)")
+        if complete and set(obj) != set(ATTRIBUTES):
+            raise X2IError(f"{where}: an input image's objects need all of {', '.join(ATTRIBUTES)}")
+
+
+def load_cases(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise X2IError(f"case file {path} does not exist")
+    cases = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            case = json.loads(line)
+        except ValueError as e:
+            raise X2IError(f"{where}: not a JSON object ({e})") from e
+        if case.get("task") not in TASKS:
+            raise X2IError(f"{where}: task must be one of {', '.join(TASKS)}")
+        case.setdefault("lang", "en")
+        if case["lang"] not in LANGUAGES:
+            raise X2IError(f"{where}: lang must be one of {', '.join(LANGUAGES)}")
+        _check_scene(case.get("expect"), where, complete=False)
+        needs_images = {"text2image": 0, "image2image": 1, "imagetext2image": 1, "multiimage2image": 2}[case["task"]]
+        images = case.get("images", [])
+        if len(images) < needs_images or (needs_images == 0 and images):
+            raise X2IError(f"{where}: a {case['task']} case takes {needs_images or 'no'} input image(s)")
+        for scene in images:
+            _check_scene(scene, where, complete=True)
+        if case["task"] == "imagetext2image" and "text" not in case:
+            op = case.get("instruction")
+            if not isinstance(op, dict) or op.get("op") not in EDIT_OPS:
+                raise X2IError(f"{where}: an imagetext2image case needs an instruction with op in {', '.join(EDIT_OPS)}, or a text")
+            try:
+                apply_edit(images[0], op)
+            except (ValueError, KeyError, TypeError) as e:
+                raise X2IError(f"{where}: the instruction does not apply to the input scene ({e})") from e
+        cases.append(case)
+    if not cases:
+        raise X2IError(f"{path} holds no cases")
+    return cases
+
+
+def case_inputs(case: dict, rng: random.Random):
+    """The text and images a case puts to a model, worded and rendered by the world."""
+    images = [render(scene, rng) for scene in case.get("images", [])]
+    if "text" in case:
+        return case["text"], images
+    if case["task"] == "text2image":
+        return caption(case["expect"], case["lang"], rng), images
+    if case["task"] == "imagetext2image":
+        return instruction(case["images"][0], case["instruction"], case["lang"], rng), images
+    return "", images
+
+
+# ---- scoring ------------------------------------------------------------------------------------
+
+
+def summarize(results: list[dict]) -> dict:
+    """overall / by_task / by_lang / by_objects fractions of correct images."""
+    if not results:
+        return {}
+    groups = defaultdict(list)
+    for r in results:
+        case = r["case"]
+        groups["overall"].append(r["correct"])
+        groups["task:" + case["task"]].append(r["correct"])
+        groups["lang:" + case["lang"]].append(r["correct"])
+        groups["objects:" + str(len(case["expect"]["objects"]))].append(r["correct"])
+
+    def mean(xs):
+        return round(sum(xs) / len(xs), 4)
+
+    def part(prefix):
+        return {k[len(prefix):]: mean(v) for k, v in sorted(groups.items()) if k.startswith(prefix)}
+
+    return {
+        "overall": mean(groups["overall"]),
+        "by_task": part("task:"),
+        "by_lang": part("lang:"),
+        "by_objects": part("objects:"),
+        "n": len(results),
+    }
+
+
+@torch.no_grad()
+def run_teacher(teacher, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True):
+    """Images from the teacher (FluxPipeline with T5/CLIP) for the English text2image cases."""
+    chosen = [(i, c) for i, c in enumerate(cases) if c["task"] == "text2image" and c["lang"] == "en"]
+    teacher.set_progress_bar_config(disable=True)  # one bar over the cases instead
+    results = []
+    for start in tqdm(range(0, len(chosen), batch), desc="teacher", disable=not progress):
+        part = chosen[start : start + batch]
+        texts = [case_inputs(c, random.Random(seed + i))[0] for i, c in part]
+        generators = [torch.Generator().manual_seed(seed + i) for i, _ in part]
+        images = teacher(
+            prompt=texts, num_inference_steps=steps, height=64, width=64, generator=generators,
+            max_sequence_length=teacher.tokenizer_2.model_max_length,
+        ).images
+        for (i, case), text, image in zip(part, texts, images):
+            results.append(_judged(i, case, text, image, "teacher"))
+    return results
+
+
+def _judged(index: int, case: dict, text: str, image, model: str) -> dict:
+    found = read_objects(image)
+    return {"index": index, "case": case, "text": text, "image": image, "model": model,
+            "reading": {"objects": found}, "correct": scene_correct(case["expect"], found)}
+
+
+def save_results(results: list[dict], directory: str | Path) -> None:
+    """Every image as PNG and a cases.jsonl naming case, image file, model and the judge's reading."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "cases.jsonl", "w") as f:
+        for r in results:
+            name = f"{r['index']:05d}-{r['model']}.png"
+            r["image"].save(directory / name)
+            row = {"case": r["case"], "text": r["text"], "image": name, "model": r["model"],
+                   "reading": r["reading"], "correct": r["correct"]}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

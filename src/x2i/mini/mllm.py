@@ -1,0 +1,167 @@
+"""The mini MLLM: a Qwen2.5-VL that understands the mini world, trained here from scratch.
+
+It is the real `Qwen2_5_VLForConditionalGeneration` with a byte-level BPE tokenizer trained on the
+world's five languages, saved so that `x2i.encoders.load_encoder` loads it exactly as it loads the
+real model. It learns by next-token prediction on the assistant's answer, with every request put
+to it through the same `Qwen2_5_VLEncoder.chat` / `format_prompt` that X2I uses, so the hidden
+states X2I reads come from prompts in the format it was trained on. The tasks:
+
+- text2image:       a caption in any of the five languages  -> the scene in canonical English
+- image2image:      one image                                -> its scene
+- imagetext2image:  an image + an edit instruction (any lang) -> the edited scene
+- multiimage2image: two single-object images                 -> the scene holding both
+- question:         an image + a question                    -> a short answer
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from tqdm.auto import tqdm
+from transformers import Qwen2VLImageProcessorPil
+
+from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder, load_processor
+from x2i.mini.world import (
+    IMAGE_SIZE,
+    LANGUAGES,
+    POSITIONS,
+    WORDS,
+    caption,
+    combine,
+    describe,
+    edit,
+    random_edit,
+    random_object,
+    random_scene,
+    render,
+)
+from x2i.request import Request
+from x2i.tiny import QWEN_VL_CHAT_TEMPLATE, build_qwen2_5_vl, build_qwen_tokenizer, save_qwen2_5_vl
+
+TASKS = {"text2image": 4, "image2image": 1, "imagetext2image": 3, "multiimage2image": 1, "question": 1}
+
+
+@dataclass
+class MLLMConfig:
+    seed: int = 0
+    steps: int = 5000
+    batch: int = 32
+    lr: float = 1e-3
+    warmup: int = 200
+    hidden_size: int = 128
+    num_layers: int = 4
+    vision_depth: int = 2
+    vision_hidden_size: int = 64
+    patch_size: int = 8  # 64 px images -> 8x8 patches -> 16 image tokens after 2x2 merging
+    vocab_size: int = 2000
+
+
+def question(scene: dict, rng: random.Random) -> tuple[str, str]:
+    """An English question about the scene and its short answer."""
+    objects = scene["objects"]
+    obj = rng.choice(objects)
+    name = f"{obj['color']} {obj['shape']}"
+    kind = rng.choice(("count", "color", "shape", "where", "size"))
+    if kind == "count":
+        return "how many objects are there?", ("one", "two")[len(objects) - 1]
+    if kind == "color":
+        return f"what color is the {obj['shape']} {WORDS['en']['position'][obj['position']][0]}?", obj["color"]
+    if kind == "shape":
+        return f"what shape is {WORDS['en']['position'][obj['position']][0]}?", obj["shape"]
+    if kind == "where":
+        return f"where is the {name}?", WORDS["en"]["position"][obj["position"]][0]
+    return f"is the {name} small or large?", obj["size"]
+
+
+def sample_example(rng: random.Random) -> tuple[Request, str]:
+    """One training request and the answer the MLLM should give."""
+    task = rng.choices(list(TASKS), weights=list(TASKS.values()))[0]
+    lang = rng.choice(LANGUAGES)
+    scene = random_scene(rng)
+    if task == "text2image":
+        return Request(caption(scene, lang, rng)), describe(scene)
+    if task == "image2image":
+        return Request("", [render(scene, rng)]), describe(scene)
+    if task == "imagetext2image":
+        text, result = edit(scene, random_edit(scene, rng), lang, rng)
+        return Request(text, [render(scene, rng)]), describe(result)
+    if task == "multiimage2image":
+        a, b = ({"objects": [random_object(rng, p)]} for p in rng.sample(POSITIONS, 2))
+        return Request("", [render(a, rng), render(b, rng)]), describe(combine([a, b]))
+    q, answer = question(scene, rng)
+    return Request(q, [render(scene, rng)]), answer
+
+
+def build_mini_tokenizer(config: MLLMConfig):
+    """Byte-level BPE over the chat texts of many examples, all five languages included."""
+    rng = random.Random(config.seed)
+    corpus = [QWEN_VL_CHAT_TEMPLATE]
+    for _ in range(4000):
+        lang = rng.choice(LANGUAGES)
+        scene = random_scene(rng)
+        text, result = edit(scene, random_edit(scene, rng), lang, rng)
+        corpus += [str({"Text input": caption(scene, lang, rng)}), text, describe(result), question(scene, rng)[0]]
+    return build_qwen_tokenizer(corpus, vocab_size=config.vocab_size)
+
+
+def answer_labels(encoder: Qwen2_5_VLEncoder, inputs, answers: list[str]) -> torch.Tensor:
+    """Labels for next-token loss on each answer and its <|im_end|> only. Rows are left-padded and
+    end with the answer, <|im_end|> and a newline."""
+    tokenizer = encoder.processor.tokenizer
+    labels = torch.full_like(inputs["input_ids"], -100)
+    for i, answer in enumerate(answers):
+        n = len(tokenizer(answer + "<|im_end|>").input_ids)
+        labels[i, -1 - n : -1] = inputs["input_ids"][i, -1 - n : -1]
+    return labels
+
+
+def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Path:
+    torch.manual_seed(config.seed)
+    tokenizer = build_mini_tokenizer(config)
+    model = build_qwen2_5_vl(
+        tokenizer,
+        num_layers=config.num_layers,
+        hidden_size=config.hidden_size,
+        vision_depth=config.vision_depth,
+        vision_hidden_size=config.vision_hidden_size,
+        patch_size=config.patch_size,
+        seed=config.seed,
+    )
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=config.patch_size, merge_size=2, min_pixels=IMAGE_SIZE**2, max_pixels=IMAGE_SIZE**2
+    )
+    out = save_qwen2_5_vl(model, tokenizer, image_processor, out)  # the processor comes back as X2I loads it
+    encoder = Qwen2_5_VLEncoder(model, load_processor(out))
+    model.train().requires_grad_(True)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-2)
+    schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
+    rng = random.Random(config.seed + 1)
+    bar = tqdm(range(config.steps), desc="mini MLLM", disable=not progress)
+    for _ in bar:
+        requests, answers = zip(*(sample_example(rng) for _ in range(config.batch)))
+        inputs = encoder.prepare(requests, answers=answers)
+        loss = model(
+            **inputs,
+            position_ids=encoder.position_ids(inputs),
+            labels=answer_labels(encoder, inputs, answers),
+            use_cache=False,
+        ).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    model.eval()
+    return save_qwen2_5_vl(model, tokenizer, image_processor, out)
+
+
+@torch.no_grad()
+def answer(encoder: Qwen2_5_VLEncoder, request: Request, max_new_tokens: int = 48) -> str:
+    """The mini MLLM's greedy answer to a request (to check what it understood)."""
+    inputs = encoder.prepare([request])
+    out = encoder.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return encoder.processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()

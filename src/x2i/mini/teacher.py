@@ -1,0 +1,272 @@
+"""The mini teacher: a FLUX-architecture text-to-image model of the mini world, trained here.
+
+Real classes at a tiny size — `AutoencoderKL`, `FluxTransformer2DModel`, `CLIPTextModel` and
+`T5EncoderModel` with tokenizers made from the captions, `FlowMatchEulerDiscreteScheduler` — saved
+as a directory that `FluxPipeline.from_pretrained` loads. Trained on English captions only, as
+FLUX's T5 is English-centric. Two stages, each from a seed:
+
+1. the VAE learns to reconstruct renders (64x64 RGB <-> 16x16x8 latents);
+2. the transformer and both text encoders learn rectified flow on VAE latents, conditioned on
+   captions (logit-normal timesteps, EMA weights), as FLUX was trained.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling
+from tqdm.auto import tqdm
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+
+from x2i.mini.world import caption, random_scene, render
+
+TEXT_LENGTH = 32  # T5 and CLIP token budget; every English caption of the world fits
+
+
+@dataclass
+class TeacherConfig:
+    seed: int = 0
+    vae_steps: int = 1500
+    vae_batch: int = 32
+    steps: int = 4000
+    batch: int = 64
+    lr: float = 5e-4
+    warmup: int = 200
+    ema_decay: float = 0.999
+    dataset: int = 30000  # scenes rendered and encoded once; captions are re-worded every step
+
+
+# ---- text ---------------------------------------------------------------------------------------
+
+
+def english_corpus(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [caption(random_scene(rng), "en", rng) for _ in range(n)]
+
+
+def build_clip_tokenizer(corpus: list[str]) -> CLIPTokenizer:
+    tokenizer = CLIPTokenizer().train_new_from_iterator(corpus, vocab_size=512)
+    tokenizer.model_max_length = TEXT_LENGTH
+    return tokenizer
+
+
+def build_t5_tokenizer(corpus: list[str]) -> T5Tokenizer:
+    """A unigram vocabulary of whole words scored by their log frequency, plus every character so
+    any text still tokenizes. (The unigram trainer keeps mostly characters on so small a corpus.)"""
+    words = collections.Counter("▁" + w for line in corpus for w in line.split())
+    chars = collections.Counter(c for line in corpus for c in line if not c.isspace())
+    total = sum(words.values()) + sum(chars.values())
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -10.0)]
+    vocab += [(w, math.log(n / total)) for w, n in words.most_common()]
+    vocab += [(c, math.log(n / total) - 10.0) for c, n in chars.most_common()]
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
+    tokenizer.model_max_length = TEXT_LENGTH
+    return tokenizer
+
+
+# ---- models -------------------------------------------------------------------------------------
+
+
+def build_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64),  # two downsamplings: 64 px -> 16x16 latents
+        layers_per_block=1,
+        latent_channels=8,
+        norm_num_groups=8,
+        sample_size=64,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+
+
+def build_text_encoders(clip_tokenizer: CLIPTokenizer, t5_tokenizer: T5Tokenizer):
+    clip = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(clip_tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=TEXT_LENGTH,
+            bos_token_id=clip_tokenizer.bos_token_id,
+            eos_token_id=clip_tokenizer.eos_token_id,
+            pad_token_id=clip_tokenizer.pad_token_id,
+        )
+    )
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tokenizer),
+            d_model=96,
+            d_kv=24,
+            d_ff=192,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=16,
+            dropout_rate=0.0,
+            feed_forward_proj="gated-gelu",
+            pad_token_id=t5_tokenizer.pad_token_id,
+            eos_token_id=t5_tokenizer.eos_token_id,
+        )
+    )
+    return clip, t5
+
+
+def build_transformer(joint_attention_dim: int, pooled_projection_dim: int) -> FluxTransformer2DModel:
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=32,  # 8 latent channels packed 2x2
+        num_layers=2,
+        num_single_layers=4,
+        attention_head_dim=32,
+        num_attention_heads=4,
+        joint_attention_dim=joint_attention_dim,
+        pooled_projection_dim=pooled_projection_dim,
+        guidance_embeds=False,  # schnell-like: no guidance embedding
+        axes_dims_rope=(8, 12, 12),
+    )
+
+
+def build_scheduler() -> FlowMatchEulerDiscreteScheduler:
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False)
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+
+def to_tensor(images) -> torch.Tensor:
+    """PIL images -> [B, 3, H, W] in [-1, 1]."""
+    array = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1
+    return torch.from_numpy(array).permute(0, 3, 1, 2)
+
+
+def render_batch(rng: random.Random, n: int):
+    scenes = [random_scene(rng) for _ in range(n)]
+    return scenes, to_tensor([render(s, rng) for s in scenes])
+
+
+def encode_text(tokenizers, encoders, texts: list[str]):
+    """(prompt_embeds, pooled) exactly as FluxPipeline computes them: T5 sequence padded to its
+    full length, CLIP's pooled output."""
+    clip_tok, t5_tok = tokenizers
+    clip, t5 = encoders
+    device = t5.device
+    t5_ids = t5_tok(texts, padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt").input_ids
+    clip_ids = clip_tok(texts, padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt").input_ids
+    prompt_embeds = t5(t5_ids.to(device), output_hidden_states=False)[0]
+    pooled = clip(clip_ids.to(device), output_hidden_states=False).pooler_output
+    return prompt_embeds, pooled
+
+
+# ---- training -----------------------------------------------------------------------------------
+
+
+def train_vae(config: TeacherConfig, progress: bool = True) -> AutoencoderKL:
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    vae = build_vae().train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, 50, config.vae_steps)
+    bar = tqdm(range(config.vae_steps), desc="VAE", disable=not progress)
+    for _ in bar:
+        _, pixels = render_batch(rng, config.vae_batch)
+        posterior = vae.encode(pixels).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        loss = F.mse_loss(reconstruction, pixels) + 1e-6 * posterior.kl().mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    vae.eval()
+    # Latent statistics, like FLUX's shift_factor/scaling_factor: unit-variance, zero-mean latents.
+    with torch.no_grad():
+        _, pixels = render_batch(rng, 512)
+        latents = vae.encode(pixels).latent_dist.mean
+    vae.register_to_config(shift_factor=latents.mean().item(), scaling_factor=1.0 / latents.std().item())
+    return vae
+
+
+@torch.no_grad()
+def encode_dataset(vae: AutoencoderKL, config: TeacherConfig, progress: bool = True):
+    """Scenes and their latent distributions (mean, std), rendered and encoded once."""
+    rng = random.Random(config.seed + 1)
+    scenes, means, stds = [], [], []
+    for _ in tqdm(range(0, config.dataset, 256), desc="encoding renders", disable=not progress):
+        batch_scenes, pixels = render_batch(rng, 256)
+        dist = vae.encode(pixels).latent_dist
+        scenes += batch_scenes
+        means.append(dist.mean)
+        stds.append(dist.std)
+    return scenes, torch.cat(means), torch.cat(stds)
+
+
+def train_teacher(config: TeacherConfig, out: str | Path, progress: bool = True) -> Path:
+    """Both stages, then save the FLUX pipeline directory to `out`."""
+    vae = train_vae(config, progress).requires_grad_(False)
+    scenes, means, stds = encode_dataset(vae, config, progress)
+
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed + 2)
+    corpus = english_corpus(20000, config.seed)
+    tokenizers = (build_clip_tokenizer(corpus), build_t5_tokenizer(corpus))
+    clip, t5 = build_text_encoders(*tokenizers)
+    transformer = build_transformer(t5.config.d_model, clip.config.hidden_size)
+    modules = [transformer, clip, t5]
+    params = [p for m in modules for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-2)
+    schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
+    ema = EMAModel(params, decay=config.ema_decay)
+
+    h = w = means.shape[-1]
+    image_ids = FluxPipeline._prepare_latent_image_ids(config.batch, h // 2, w // 2, "cpu", torch.float32)
+    text_ids = torch.zeros(TEXT_LENGTH, 3)
+    bar = tqdm(range(config.steps), desc="teacher", disable=not progress)
+    for _ in bar:
+        index = torch.tensor(rng.sample(range(len(scenes)), config.batch))
+        x0 = means[index] + stds[index] * torch.randn_like(means[index])
+        x0 = (x0 - vae.config.shift_factor) * vae.config.scaling_factor
+        texts = [caption(scenes[i], "en", rng) for i in index.tolist()]
+        sigma = compute_density_for_timestep_sampling("logit_normal", config.batch, logit_mean=0.0, logit_std=1.0)
+        noise = torch.randn_like(x0)
+        xt = (1 - sigma[:, None, None, None]) * x0 + sigma[:, None, None, None] * noise
+        prompt_embeds, pooled = encode_text(tokenizers, (clip, t5), texts)
+        prediction = transformer(
+            hidden_states=FluxPipeline._pack_latents(xt, config.batch, xt.shape[1], h, w),
+            timestep=sigma,
+            pooled_projections=pooled,
+            encoder_hidden_states=prompt_embeds,
+            txt_ids=text_ids,
+            img_ids=image_ids,
+        ).sample
+        target = FluxPipeline._pack_latents(noise - x0, config.batch, xt.shape[1], h, w)
+        loss = F.mse_loss(prediction, target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
+        ema.step(params)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    ema.copy_to(params)
+
+    pipe = FluxPipeline(
+        scheduler=build_scheduler(),
+        vae=vae,
+        text_encoder=clip.eval(),
+        tokenizer=tokenizers[0],
+        text_encoder_2=t5.eval(),
+        tokenizer_2=tokenizers[1],
+        transformer=transformer.eval(),
+    )
+    pipe.save_pretrained(out)
+    return Path(out)

@@ -1,0 +1,408 @@
+"""The mini world: 1 or 2 flat shapes on a plain light background, with their ground truth.
+
+A scene is plain JSON: `{"objects": [{"shape": "circle", "color": "red", "size": "large",
+"position": "left"}, ...]}`. Two objects never share a position. In an *expectation* an attribute
+may be left out (any value passes); `render` fills what is missing at random.
+
+    caption(scene, lang, rng)        a natural caption in en, zh, fr, de, es (varied phrasings)
+    render(scene, rng)               a 64x64 RGB image
+    edit(scene, op, lang, rng)       an edit instruction in that language, and the edited scene
+    random_scene / random_edit       sampling, for training data and eval cases
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+
+from PIL import Image, ImageDraw
+
+SHAPES = ("circle", "square", "triangle")
+COLORS = ("red", "green", "blue", "yellow", "purple", "orange")
+SIZES = ("small", "large")
+POSITIONS = ("left", "right", "top", "bottom", "center")
+ATTRIBUTES = ("shape", "color", "size", "position")
+VALUES = {"shape": SHAPES, "color": COLORS, "size": SIZES, "position": POSITIONS}
+LANGUAGES = ("en", "zh", "fr", "de", "es")
+EDIT_OPS = ("recolor", "reshape", "resize", "move", "add", "remove")
+
+IMAGE_SIZE = 64
+RGB = {
+    "red": (220, 30, 30),
+    "green": (30, 160, 50),
+    "blue": (30, 70, 220),
+    "yellow": (240, 200, 0),
+    "purple": (140, 40, 180),
+    "orange": (250, 120, 0),
+}
+CENTERS = {"left": (12, 32), "right": (52, 32), "top": (32, 12), "bottom": (32, 52), "center": (32, 32)}
+HALF_EXTENT = {"small": 4.5, "large": 7.5}  # half the side of the shape's bounding box, in pixels
+BACKGROUNDS = ((245, 245, 240), (240, 240, 245), (248, 244, 236), (238, 242, 238))
+
+
+# ---- sampling -----------------------------------------------------------------------------------
+
+
+def random_object(rng: random.Random, position: str | None = None) -> dict:
+    obj = {a: rng.choice(VALUES[a]) for a in ATTRIBUTES}
+    if position:
+        obj["position"] = position
+    return obj
+
+
+def random_scene(rng: random.Random, num_objects: int | None = None) -> dict:
+    n = num_objects or rng.choice((1, 2))
+    positions = rng.sample(POSITIONS, n)
+    return {"objects": [random_object(rng, p) for p in positions]}
+
+
+def complete(scene: dict, rng: random.Random) -> dict:
+    """Fill attributes an expectation leaves out, keeping positions distinct."""
+    scene = copy.deepcopy(scene)
+    taken = {o["position"] for o in scene["objects"] if "position" in o}
+    for obj in scene["objects"]:
+        for attr in ATTRIBUTES:
+            if attr not in obj:
+                choices = [p for p in POSITIONS if p not in taken] if attr == "position" else VALUES[attr]
+                obj[attr] = rng.choice(choices)
+                if attr == "position":
+                    taken.add(obj[attr])
+    return scene
+
+
+# ---- rendering ----------------------------------------------------------------------------------
+
+
+def render(scene: dict, rng: random.Random | None = None, jitter: bool = True) -> Image.Image:
+    """Draw the scene at 4x and downsample, for clean anti-aliased edges. Small random shifts and
+    size changes (`jitter`) keep a model from learning single pixels."""
+    rng = rng or random.Random(0)
+    scene = complete(scene, rng)
+    scale = 4
+    background = rng.choice(BACKGROUNDS) if jitter else BACKGROUNDS[0]
+    canvas = Image.new("RGB", (IMAGE_SIZE * scale, IMAGE_SIZE * scale), background)
+    draw = ImageDraw.Draw(canvas)
+    for obj in scene["objects"]:
+        cx, cy = CENTERS[obj["position"]]
+        r = HALF_EXTENT[obj["size"]]
+        if jitter:
+            cx, cy, r = cx + rng.uniform(-1.5, 1.5), cy + rng.uniform(-1.5, 1.5), r * rng.uniform(0.92, 1.08)
+        box = [(cx - r) * scale, (cy - r) * scale, (cx + r) * scale, (cy + r) * scale]
+        color = RGB[obj["color"]]
+        if obj["shape"] == "circle":
+            draw.ellipse(box, fill=color)
+        elif obj["shape"] == "square":
+            draw.rectangle(box, fill=color)
+        else:
+            draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) / 2, box[1])], fill=color)
+    return canvas.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+
+
+# ---- words --------------------------------------------------------------------------------------
+
+WORDS = {
+    "en": {
+        "shape": {"circle": "circle", "square": "square", "triangle": "triangle"},
+        "color": {c: c for c in COLORS},
+        "size": {"small": ("small", "little", "tiny"), "large": ("large", "big")},
+        "position": {
+            "left": ("on the left", "at the left", "on the left side"),
+            "right": ("on the right", "at the right", "on the right side"),
+            "top": ("at the top", "near the top", "in the upper part"),
+            "bottom": ("at the bottom", "near the bottom", "in the lower part"),
+            "center": ("in the center", "in the middle"),
+        },
+        "target": {  # where to move something
+            "left": ("to the left",), "right": ("to the right",), "top": ("to the top",),
+            "bottom": ("to the bottom",), "center": ("to the center", "to the middle"),
+        },
+    },
+    "fr": {
+        "shape": {"circle": "cercle", "square": "carré", "triangle": "triangle"},  # all masculine
+        "color": {"red": "rouge", "green": "vert", "blue": "bleu", "yellow": "jaune", "purple": "violet", "orange": "orange"},
+        "size": {"small": ("petit",), "large": ("grand", "gros")},
+        "position": {
+            "left": ("à gauche", "sur la gauche"), "right": ("à droite", "sur la droite"),
+            "top": ("en haut",), "bottom": ("en bas",), "center": ("au centre", "au milieu"),
+        },
+        "target": {"left": ("à gauche",), "right": ("à droite",), "top": ("en haut",), "bottom": ("en bas",), "center": ("au centre",)},
+    },
+    "es": {
+        "shape": {"circle": "círculo", "square": "cuadrado", "triangle": "triángulo"},  # all masculine
+        "color": {"red": "rojo", "green": "verde", "blue": "azul", "yellow": "amarillo", "purple": "morado", "orange": "naranja"},
+        "size": {"small": ("pequeño",), "large": ("grande",)},
+        "position": {
+            "left": ("a la izquierda",), "right": ("a la derecha",), "top": ("arriba", "en la parte superior"),
+            "bottom": ("abajo", "en la parte inferior"), "center": ("en el centro", "en el medio"),
+        },
+        "target": {"left": ("a la izquierda",), "right": ("a la derecha",), "top": ("arriba",), "bottom": ("abajo",), "center": ("al centro",)},
+    },
+    "de": {
+        "shape": {"circle": ("Kreis", "m"), "square": ("Quadrat", "n"), "triangle": ("Dreieck", "n")},
+        "color": {"red": "rot", "green": "grün", "blue": "blau", "yellow": "gelb", "purple": "lila", "orange": "orange"},
+        "size": {"small": ("klein",), "large": ("groß",)},
+        "position": {
+            "left": ("links", "auf der linken Seite"), "right": ("rechts", "auf der rechten Seite"),
+            "top": ("oben",), "bottom": ("unten",), "center": ("in der Mitte",),
+        },
+        "target": {"left": ("nach links",), "right": ("nach rechts",), "top": ("nach oben",), "bottom": ("nach unten",), "center": ("in die Mitte",)},
+    },
+    "zh": {
+        "shape": {"circle": "圆形", "square": "正方形", "triangle": "三角形"},
+        "color": {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色"},
+        "size": {"small": ("小",), "large": ("大",)},
+        "position": {
+            "left": ("左边", "左侧"), "right": ("右边", "右侧"), "top": ("上方", "顶部"),
+            "bottom": ("下方", "底部"), "center": ("中间", "中央"),
+        },
+        "target": {"left": ("左边",), "right": ("右边",), "top": ("上方",), "bottom": ("下方",), "center": ("中间",)},
+    },
+}
+INDECLINABLE_DE = {"lila", "orange"}
+
+
+def _de_adjective(word: str, ending: str) -> str:
+    return word if word in INDECLINABLE_DE else word + ending
+
+
+def noun_phrase(obj: dict, lang: str, rng: random.Random, definite: bool = False, accusative: bool = False) -> str:
+    """'a large red circle' / 'the red circle' in `lang`, from the attributes the object has."""
+    w = WORDS[lang]
+    size = rng.choice(w["size"][obj["size"]]) if "size" in obj else None
+    color = w["color"][obj["color"]] if "color" in obj else None
+    shape = obj.get("shape")
+    if lang == "en":
+        words = [x for x in (size, color, w["shape"][shape] if shape else "shape") if x]
+        phrase = " ".join(words)
+        return ("the " if definite else ("an " if phrase[0] in "aeiou" else "a ")) + phrase
+    if lang == "fr":
+        noun = w["shape"][shape] if shape else "objet"
+        article = "le" if definite else "un"
+        return " ".join(x for x in (article, size, noun, color) if x)
+    if lang == "es":
+        noun = w["shape"][shape] if shape else "objeto"
+        article = "el" if definite else "un"
+        return " ".join(x for x in (article, noun, color, size) if x)
+    if lang == "de":
+        noun, gender = w["shape"][shape] if shape else ("Objekt", "n")
+        if definite:  # weak endings after der/das/den
+            article = {"m": "den" if accusative else "der", "n": "das"}[gender]
+            ending = "en" if (gender == "m" and accusative) else "e"
+        else:  # mixed endings after ein/einen
+            article = {"m": "einen" if accusative else "ein", "n": "ein"}[gender]
+            ending = {"m": "en" if accusative else "er", "n": "es"}[gender]
+        adjectives = [_de_adjective(a, ending) for a in (size, color) if a]
+        return " ".join([article, *adjectives, noun])
+    # zh: 一个 + size + color + 的 + shape
+    noun = w["shape"][shape] if shape else "图形"
+    body = (size or "") + (color + ("的" if rng.random() < 0.5 else "") if color else "") + noun
+    return body if definite else "一个" + body
+
+
+def _position(obj: dict, lang: str, rng: random.Random) -> str:
+    return rng.choice(WORDS[lang]["position"][obj["position"]]) if "position" in obj else ""
+
+
+def _object_clause(obj: dict, lang: str, rng: random.Random) -> str:
+    np, pos = noun_phrase(obj, lang, rng), _position(obj, lang, rng)
+    if lang == "zh":
+        if not pos:
+            return np
+        return rng.choice((f"{pos}有{np}", f"{np}在{pos}"))
+    return f"{np} {pos}".strip()
+
+
+def _capitalize(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+JOIN = {"en": (" and ", ", and "), "fr": (" et ",), "es": (" y ",), "de": (" und ",), "zh": ("，", "；")}
+FRAMES = {
+    "en": ("{}", "{}", "{}.", "There is {}.", "An image of {}.", "A picture showing {}."),
+    "fr": ("{}", "{}.", "Il y a {}.", "Une image avec {}."),
+    "es": ("{}", "{}.", "Hay {}.", "Una imagen con {}."),
+    "de": ("{}", "{}.", "Ein Bild mit {}.", "Zu sehen: {}."),
+    "zh": ("{}", "{}。", "图中{}。", "画面里{}。"),
+}
+
+
+def caption(scene: dict, lang: str, rng: random.Random) -> str:
+    """A natural caption of every object and attribute the scene states, in `lang`."""
+    if lang not in WORDS:
+        raise ValueError(f"unknown language {lang!r}; the mini world speaks {', '.join(LANGUAGES)}")
+    clauses = [_object_clause(o, lang, rng) for o in scene["objects"]]
+    if lang == "de" and len(clauses) == 1 and "position" in scene["objects"][0] and rng.random() < 0.4:
+        # verb-second order: "Links ist ein roter Kreis."
+        obj = scene["objects"][0]
+        return f"{_capitalize(_position(obj, lang, rng))} ist {noun_phrase(obj, lang, rng)}."
+    body = rng.choice(JOIN[lang]).join(clauses)
+    frame = rng.choice(FRAMES[lang])
+    # "Ein Bild mit" takes the dative; keep German frames to those that do not inflect the phrase.
+    if lang == "de" and frame.startswith("Ein Bild mit"):
+        frame = "{}."
+    text = frame.format(body)
+    return _capitalize(text) if rng.random() < 0.5 or frame != "{}" else text
+
+
+# ---- edits --------------------------------------------------------------------------------------
+
+
+def _reference(scene: dict, index: int, lang: str, rng: random.Random, accusative: bool = True) -> str:
+    """'the red circle', or 'the circle on the left' when color and shape do not single it out."""
+    obj = scene["objects"][index]
+    others = [o for i, o in enumerate(scene["objects"]) if i != index]
+    if any(o["shape"] == obj["shape"] and o["color"] == obj["color"] for o in others):
+        np = noun_phrase({"shape": obj["shape"]}, lang, rng, definite=True, accusative=accusative)
+        pos = _position(obj, lang, rng)
+        if lang == "zh":
+            return f"{pos}的{np}"
+        return f"{np} {pos}"
+    return noun_phrase({"shape": obj["shape"], "color": obj["color"]}, lang, rng, definite=True, accusative=accusative)
+
+
+def apply_edit(scene: dict, op: dict) -> dict:
+    """The scene after `op`; raises ValueError for an op the scene cannot take."""
+    result = copy.deepcopy(scene)
+    objects = result["objects"]
+    kind = op["op"]
+    if kind == "add":
+        new = dict(op["add"])
+        if len(objects) >= 2 or any(o["position"] == new.get("position") for o in objects):
+            raise ValueError("add needs a free position and at most one object already")
+        objects.append(new)
+        return result
+    index = op["object"]
+    if not 0 <= index < len(objects):
+        raise ValueError(f"object {index} is not in the scene")
+    if kind == "remove":
+        if len(objects) < 2:
+            raise ValueError("remove would leave an empty scene")
+        objects.pop(index)
+    elif kind in ("recolor", "reshape", "resize", "move"):
+        attr = {"recolor": "color", "reshape": "shape", "resize": "size", "move": "position"}[kind]
+        value = op[attr]
+        if objects[index][attr] == value:
+            raise ValueError(f"the object is already {value}")
+        if kind == "move" and any(o["position"] == value for i, o in enumerate(objects) if i != index):
+            raise ValueError(f"position {value} is taken")
+        objects[index][attr] = value
+    else:
+        raise ValueError(f"unknown edit op {kind!r}; ops: {', '.join(EDIT_OPS)}")
+    return result
+
+
+def random_edit(scene: dict, rng: random.Random) -> dict:
+    """A valid edit op for `scene`."""
+    while True:
+        kind = rng.choice(EDIT_OPS)
+        index = rng.randrange(len(scene["objects"]))
+        if kind == "add":
+            free = [p for p in POSITIONS if all(o["position"] != p for o in scene["objects"])]
+            op = {"op": "add", "add": random_object(rng, rng.choice(free))}
+        elif kind == "remove":
+            op = {"op": "remove", "object": index}
+        else:
+            attr = {"recolor": "color", "reshape": "shape", "resize": "size", "move": "position"}[kind]
+            op = {"op": kind, "object": index, attr: rng.choice(VALUES[attr])}
+        try:
+            apply_edit(scene, op)
+            return op
+        except ValueError:
+            continue
+
+
+def instruction(scene: dict, op: dict, lang: str, rng: random.Random) -> str:
+    """The edit op worded in `lang`."""
+    w = WORDS[lang]
+    kind = op["op"]
+    if kind == "add":
+        new = op["add"]
+        np = noun_phrase({k: v for k, v in new.items() if k != "position"}, lang, rng, accusative=True)
+        pos = _position(new, lang, rng)
+        templates = {
+            "en": ("add {np} {pos}", "put {np} {pos}", "also draw {np} {pos}"),
+            "fr": ("ajoute {np} {pos}", "place {np} {pos}"),
+            "es": ("añade {np} {pos}", "pon {np} {pos}"),
+            "de": ("füge {np} {pos} hinzu", "zeichne {np} {pos}"),
+            "zh": ("在{pos}添加{np}", "在{pos}加上{np}"),
+        }
+        return rng.choice(templates[lang]).format(np=np, pos=pos)
+    ref = _reference(scene, op["object"], lang, rng)
+    if kind == "remove":
+        templates = {
+            "en": ("remove {ref}", "delete {ref}", "take away {ref}"),
+            "fr": ("enlève {ref}", "supprime {ref}"),
+            "es": ("quita {ref}", "elimina {ref}"),
+            "de": ("entferne {ref}", "lösche {ref}"),
+            "zh": ("删除{ref}", "去掉{ref}"),
+        }
+        return rng.choice(templates[lang]).format(ref=ref)
+    if kind == "recolor":
+        color = w["color"][op["color"]]
+        templates = {
+            "en": ("make {ref} {v}", "change the color of {ref} to {v}", "paint {ref} {v}"),
+            "fr": ("rends {ref} {v}", "colore {ref} en {v}"),
+            "es": ("pinta {ref} de {v}", "cambia el color de {ref} a {v}"),
+            "de": ("mach {ref} {v}", "färbe {ref} {v}"),
+            "zh": ("把{ref}变成{v}", "将{ref}改为{v}"),
+        }
+        if lang == "es":  # "cambia el color de el" contracts to "del"
+            templates["es"] = ("pinta {ref} de {v}",)
+        return rng.choice(templates[lang]).format(ref=ref, v=color)
+    if kind == "reshape":
+        target = noun_phrase({"shape": op["shape"]}, lang, rng, accusative=True)
+        templates = {
+            "en": ("turn {ref} into {v}", "change {ref} into {v}"),
+            "fr": ("transforme {ref} en {v}",),
+            "es": ("convierte {ref} en {v}",),
+            "de": ("verwandle {ref} in {v}",),
+            "zh": ("把{ref}变成{v}", "将{ref}换成{v}"),
+        }
+        if lang == "zh":
+            target = w["shape"][op["shape"]]
+        return rng.choice(templates[lang]).format(ref=ref, v=target)
+    if kind == "resize":
+        bigger = op["size"] == "large"
+        templates = {
+            "en": ("make {ref} bigger", "enlarge {ref}") if bigger else ("make {ref} smaller", "shrink {ref}"),
+            "fr": ("agrandis {ref}",) if bigger else ("rapetisse {ref}", "réduis {ref}"),
+            "es": ("haz más grande {ref}", "agranda {ref}") if bigger else ("haz más pequeño {ref}", "reduce {ref}"),
+            "de": ("vergrößere {ref}", "mach {ref} größer") if bigger else ("verkleinere {ref}", "mach {ref} kleiner"),
+            "zh": ("把{ref}变大", "放大{ref}") if bigger else ("把{ref}变小", "缩小{ref}"),
+        }
+        return rng.choice(templates[lang]).format(ref=ref)
+    if kind == "move":
+        target = rng.choice(w["target"][op["position"]])
+        templates = {
+            "en": ("move {ref} {v}", "put {ref} {v}"),
+            "fr": ("déplace {ref} {v}",),
+            "es": ("mueve {ref} {v}",),
+            "de": ("schiebe {ref} {v}", "verschiebe {ref} {v}"),
+            "zh": ("把{ref}移到{v}", "将{ref}移动到{v}"),
+        }
+        return rng.choice(templates[lang]).format(ref=ref, v=target)
+    raise ValueError(f"unknown edit op {kind!r}; ops: {', '.join(EDIT_OPS)}")
+
+
+def edit(scene: dict, op: dict, lang: str, rng: random.Random) -> tuple[str, dict]:
+    """An edit instruction in `lang` and the scene it produces."""
+    result = apply_edit(scene, op)
+    return instruction(scene, op, lang, rng), result
+
+
+def describe(scene: dict) -> str:
+    """The one canonical English wording of a scene (first synonym, fixed order): what the mini
+    MLLM answers, so an answer can be compared word for word."""
+    parts = []
+    for obj in scene["objects"]:
+        words = [WORDS["en"]["size"][obj["size"]][0], obj["color"], obj["shape"]]
+        parts.append(f"{'an' if words[0][0] in 'aeiou' else 'a'} {' '.join(words)} {WORDS['en']['position'][obj['position']][0]}")
+    return " and ".join(parts)
+
+
+def combine(scenes: list[dict]) -> dict:
+    """Several scenes laid into one (their objects must have distinct positions)."""
+    objects = [o for s in scenes for o in s["objects"]]
+    if len({o["position"] for o in objects}) != len(objects):
+        raise ValueError("the scenes' objects share a position")
+    return {"objects": objects}
