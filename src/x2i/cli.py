@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     teacher = mini_commands.add_parser("train-teacher", help="rebuild the mini FLUX teacher (VAE, transformer, T5, CLIP)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     teacher.add_argument("--out", type=Path, required=True)
     teacher.add_argument("--seed", type=int, default=0)
-    teacher.add_argument("--steps", type=int, default=4000)
+    teacher.add_argument("--steps", type=int, default=5000)
     teacher.add_argument("--vae-steps", type=int, default=1000)
     teacher.set_defaults(run=run_train_teacher)
     mllm = mini_commands.add_parser("train-mllm", help="rebuild the mini Qwen2.5-VL", formatter_class=argparse.ArgumentDefaultsHelpFormatter)

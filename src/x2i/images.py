@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 from PIL import Image, ImageDraw, UnidentifiedImageError
@@ -22,17 +23,19 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 def make_grid(images: list[Image.Image], captions: list[str] | None = None, cols: int | None = None) -> Image.Image:
-    """Images side by side in rows; an optional caption line above each."""
+    """Images side by side in rows; an optional caption above each, wrapped to the image width."""
     cols = cols or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
     w = max(im.width for im in images)
     h = max(im.height for im in images)
-    top = 14 if captions else 0
+    chars_per_line = max(4, w // 6)  # PIL's default bitmap font is about 6 px wide
+    wrapped = [textwrap.wrap(c, chars_per_line) or [""] for c in captions] if captions else []
+    top = 11 * max(len(lines) for lines in wrapped) + 2 if wrapped else 0
     grid = Image.new("RGB", (cols * w, rows * (h + top)), "white")
     draw = ImageDraw.Draw(grid)
     for i, image in enumerate(images):
         x, y = (i % cols) * w, (i // cols) * (h + top)
         grid.paste(image, (x, y + top))
-        if captions:
-            draw.text((x + 2, y + 1), captions[i][: max(4, w // 6)], fill="black")
+        if wrapped:
+            draw.multiline_text((x + 2, y + 1), "\n".join(wrapped[i]), fill="black", spacing=1)
     return grid

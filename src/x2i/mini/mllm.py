@@ -77,9 +77,9 @@ def question(scene: dict, rng: random.Random) -> tuple[str, str]:
     return f"is the {name} small or large?", obj["size"]
 
 
-def sample_example(rng: random.Random) -> tuple[Request, str]:
-    """One training request and the answer the MLLM should give."""
-    task = rng.choices(list(TASKS), weights=list(TASKS.values()))[0]
+def sample_example(rng: random.Random, task: str | None = None) -> tuple[Request, str]:
+    """One training request (of `task`, or one drawn by TASKS' weights) and the answer to give."""
+    task = task or rng.choices(list(TASKS), weights=list(TASKS.values()))[0]
     lang = rng.choice(LANGUAGES)
     scene = random_scene(rng)
     if task == "text2image":
@@ -165,3 +165,12 @@ def answer(encoder: Qwen2_5_VLEncoder, request: Request, max_new_tokens: int = 4
     inputs = encoder.prepare([request])
     out = encoder.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     return encoder.processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def answer_accuracy(encoder: Qwen2_5_VLEncoder, n: int = 100, seed: int = 777) -> dict[str, float]:
+    """Exact-match accuracy of the greedy answers on `n` fresh requests per task."""
+    rng = random.Random(seed)
+    return {
+        task: sum(answer(encoder, request) == expected for request, expected in (sample_example(rng, task) for _ in range(n))) / n
+        for task in TASKS
+    }

@@ -35,9 +35,9 @@ TEXT_LENGTH = 32  # T5 and CLIP token budget; every English caption of the world
 @dataclass
 class TeacherConfig:
     seed: int = 0
-    vae_steps: int = 1500
+    vae_steps: int = 1000
     vae_batch: int = 32
-    steps: int = 4000
+    steps: int = 5000
     batch: int = 64
     lr: float = 5e-4
     warmup: int = 200
@@ -189,33 +189,31 @@ def train_vae(config: TeacherConfig, progress: bool = True) -> AutoencoderKL:
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-    vae.eval()
-    # Latent statistics, like FLUX's shift_factor/scaling_factor: unit-variance, zero-mean latents.
-    with torch.no_grad():
-        _, pixels = render_batch(rng, 512)
-        latents = vae.encode(pixels).latent_dist.mean
-    vae.register_to_config(shift_factor=latents.mean().item(), scaling_factor=1.0 / latents.std().item())
-    return vae
+    return vae.eval()
 
 
 @torch.no_grad()
 def encode_dataset(vae: AutoencoderKL, config: TeacherConfig, progress: bool = True):
-    """Scenes and their latent distributions (mean, std), rendered and encoded once."""
+    """Scenes and their latents, rendered and encoded once. The posterior's mean is used: with so
+    small a KL weight its noise is larger than the spread of the means and would drown the signal.
+    Sets the VAE's shift and scaling factors, as FLUX's, so the latents have zero mean and unit
+    variance."""
     rng = random.Random(config.seed + 1)
-    scenes, means, stds = [], [], []
+    scenes, latents = [], []
     for _ in tqdm(range(0, config.dataset, 256), desc="encoding renders", disable=not progress):
         batch_scenes, pixels = render_batch(rng, 256)
-        dist = vae.encode(pixels).latent_dist
         scenes += batch_scenes
-        means.append(dist.mean)
-        stds.append(dist.std)
-    return scenes, torch.cat(means), torch.cat(stds)
+        latents.append(vae.encode(pixels).latent_dist.mode())
+    latents = torch.cat(latents)
+    vae.register_to_config(shift_factor=latents.mean().item(), scaling_factor=1.0 / latents.std().item())
+    return scenes, (latents - vae.config.shift_factor) * vae.config.scaling_factor
 
 
-def train_teacher(config: TeacherConfig, out: str | Path, progress: bool = True) -> Path:
-    """Both stages, then save the FLUX pipeline directory to `out`."""
-    vae = train_vae(config, progress).requires_grad_(False)
-    scenes, means, stds = encode_dataset(vae, config, progress)
+def train_teacher(config: TeacherConfig, out: str | Path, progress: bool = True, vae: AutoencoderKL | None = None) -> Path:
+    """Both stages (the first skipped when a trained `vae` is given), then save the FLUX pipeline
+    directory to `out`."""
+    vae = (vae or train_vae(config, progress)).requires_grad_(False)
+    scenes, latents = encode_dataset(vae, config, progress)
 
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed + 2)
@@ -229,14 +227,13 @@ def train_teacher(config: TeacherConfig, out: str | Path, progress: bool = True)
     schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
     ema = EMAModel(params, decay=config.ema_decay)
 
-    h = w = means.shape[-1]
+    h = w = latents.shape[-1]
     image_ids = FluxPipeline._prepare_latent_image_ids(config.batch, h // 2, w // 2, "cpu", torch.float32)
     text_ids = torch.zeros(TEXT_LENGTH, 3)
     bar = tqdm(range(config.steps), desc="teacher", disable=not progress)
     for _ in bar:
         index = torch.tensor(rng.sample(range(len(scenes)), config.batch))
-        x0 = means[index] + stds[index] * torch.randn_like(means[index])
-        x0 = (x0 - vae.config.shift_factor) * vae.config.scaling_factor
+        x0 = latents[index]
         texts = [caption(scenes[i], "en", rng) for i in index.tolist()]
         sigma = compute_density_for_timestep_sampling("logit_normal", config.batch, logit_mean=0.0, logit_std=1.0)
         noise = torch.randn_like(x0)
