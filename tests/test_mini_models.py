@@ -2,20 +2,17 @@
 
 import random
 
-import pytest
-import torch
 from diffusers import FluxPipeline
 
 from x2i.encoders import load_encoder
 from x2i.mini import weights_dir
-from x2i.mini.mllm import MLLMConfig, answer, answer_labels, sample_example, train_mllm
+from x2i.mini.mllm import MLLMConfig, answer_accuracy, answer_labels, sample_example, train_mllm
 from x2i.mini.teacher import TeacherConfig, train_teacher
-from x2i.mini.world import describe
 from x2i.request import Request
 
 
 def test_teacher_recipe_runs_and_saves_a_flux_pipeline(tmp_path):
-    config = TeacherConfig(vae_steps=2, vae_batch=4, steps=2, batch=4, dataset=256, warmup=1)
+    config = TeacherConfig(vae_steps=2, vae_batch=4, steps=2, batch=4, dataset=256, warmup=1, decoder_steps=2)
     path = train_teacher(config, tmp_path / "teacher", progress=False)
     pipe = FluxPipeline.from_pretrained(path)
     assert pipe.text_encoder is not None and pipe.text_encoder_2 is not None
@@ -44,10 +41,18 @@ def test_answer_labels_cover_the_answer_only(tmp_path):
 
 
 def test_shipped_mini_mllm_understands_the_world():
-    encoder = load_encoder(weights_dir("mllm"))
-    rng = random.Random(99)
-    right = 0
-    for _ in range(40):
-        request, expected = sample_example(rng)
-        right += answer(encoder, request) == expected
-    assert right / 40 >= 0.8
+    """Exact-match answers on fresh requests; the bars sit below the 100-per-task accuracy in
+    BENCHMARKS.md (text2image 0.96, multiimage 0.95, question 0.86, edit 0.60, image 0.51)."""
+    accuracy = answer_accuracy(load_encoder(weights_dir("mllm")), n=20, seed=31)
+    assert accuracy["text2image"] >= 0.85 and accuracy["multiimage2image"] >= 0.85
+    assert accuracy["question"] >= 0.6 and accuracy["imagetext2image"] >= 0.4 and accuracy["image2image"] >= 0.3
+
+
+def test_shipped_teacher_scores_as_claimed_on_single_objects():
+    from x2i.mini.eval import make_cases, run_teacher, summarize
+    from x2i.pipeline import load_flux
+
+    teacher = load_flux(weights_dir("teacher"), text_encoders=True)
+    cases = make_cases(60, tasks=("text2image",), langs=("en",), seed=5, num_objects=1)
+    report = summarize(run_teacher(teacher, cases, seed=0, steps=20, progress=False))
+    assert report["n"] == 60 and report["overall"] >= 0.90
