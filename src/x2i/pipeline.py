@@ -19,7 +19,7 @@ from PIL import Image
 from x2i.alignnet import AlignNet
 from x2i.encoders import MLLMEncoder, load_encoder
 from x2i.errors import X2IError
-from x2i.hub import resolve
+from x2i.hub import resolve, unreachable
 from x2i.request import Request
 
 # Without T5 and CLIP; those are only needed to distill a teacher, never to generate with X2I.
@@ -44,7 +44,7 @@ def load_flux(path: str | Path, dtype: torch.dtype = torch.float32, text_encoder
         return FluxPipeline.from_pretrained(location, dtype=dtype, **({} if text_encoders else NO_TEXT_ENCODERS))
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # missing or corrupt files, unreachable hub
         if isinstance(location, str):
-            raise X2IError(f"cannot get FLUX {location} from the hub ({type(e).__name__}); download it and pass its directory") from e
+            raise unreachable("FLUX", location, e) from e
         raise X2IError(f"cannot load FLUX from {path}: {str(e).splitlines()[0]}") from e
 
 def load_alignnet(path: str | Path, dtype: torch.dtype = torch.float32, preset: str | None = None) -> AlignNet:

@@ -10,7 +10,7 @@ import torch
 from x2i.encoders.base import EncoderOutput, MLLMEncoder
 from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
 from x2i.errors import X2IError
-from x2i.hub import resolve
+from x2i.hub import resolve, unreachable
 
 ENCODERS: dict[str, type[MLLMEncoder]] = {
     Qwen2_5_VLEncoder.family: Qwen2_5_VLEncoder,
@@ -37,7 +37,7 @@ def _model_type(path: str | Path) -> str:
         try:
             return AutoConfig.from_pretrained(location).model_type
         except Exception as e:  # offline, unknown repo, gated repo
-            raise X2IError(f"cannot get MLLM {location} from the hub ({type(e).__name__}); download it and pass its directory") from e
+            raise unreachable("MLLM", location, e) from e
     config_file = location / "config.json"
     if not config_file.is_file():
         raise X2IError(f"{path} is not an MLLM directory: it has no config.json")

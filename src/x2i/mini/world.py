@@ -342,12 +342,10 @@ def instruction(scene: dict, op: dict, lang: str, rng: random.Random) -> str:
         templates = {
             "en": ("make {ref} {v}", "change the color of {ref} to {v}", "paint {ref} {v}"),
             "fr": ("rends {ref} {v}", "colore {ref} en {v}"),
-            "es": ("pinta {ref} de {v}", "cambia el color de {ref} a {v}"),
+            "es": ("pinta {ref} de {v}",),  # not "cambia el color de {ref}": "de el" would need "del"
             "de": ("mach {ref} {v}", "färbe {ref} {v}"),
             "zh": ("把{ref}变成{v}", "将{ref}改为{v}"),
         }
-        if lang == "es":  # "cambia el color de el" contracts to "del"
-            templates["es"] = ("pinta {ref} de {v}",)
         return rng.choice(templates[lang]).format(ref=ref, v=color)
     if kind == "reshape":
         target = noun_phrase({"shape": op["shape"]}, lang, rng, accusative=True)
