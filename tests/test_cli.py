@@ -126,3 +126,44 @@ def test_help_explains_every_option():
     for flag in ["--prompt", "--image", "--out", "--seed", "--steps", "--guidance", "--height", "--width",
                  "--num-images", "--mllm", "--flux", "--alignnet", "--device", "--dtype"]:
         assert flag in result.stdout
+
+
+def test_generate_defaults_to_the_shipped_mini_models(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "default.png"
+    assert main(["generate", "--prompt", "un grand cercle rouge à gauche", "--out", str(out), "--steps", "4"]) == 0
+    assert Image.open(out).size == (64, 64)
+
+
+def test_eval_fills_the_student_part(tmp_path, capsys):
+    import json
+
+    from x2i.mini.eval import make_cases
+
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("".join(json.dumps(c) + "\n" for c in make_cases(1, seed=3)))
+    assert main(["eval", str(cases), "--json", "--steps", "2", "--save", str(tmp_path / "saved")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 12 and report["teacher"]["n"] == 1 and report["student"]["n"] == 12
+    assert set(report["student"]["by_task"]) == {"text2image", "image2image", "imagetext2image", "multiimage2image"}
+    rows = [json.loads(line) for line in (tmp_path / "saved" / "cases.jsonl").read_text().splitlines()]
+    assert {r["model"] for r in rows} == {"teacher", "student"} and len(rows) == 13
+    assert all((tmp_path / "saved" / r["image"]).is_file() for r in rows)
+
+
+def test_distill_bad_input(tmp_path, tiny_models, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n\n")
+    cases = {
+        "missing prompts": (["--prompts", str(tmp_path / "none.txt")], "does not exist"),
+        "empty prompts": (["--prompts", str(prompts)], "holds no prompts"),
+        "unsupported prompts": (["--prompts", str(tmp_path)], "no .tar WebDataset shards"),
+        "teacher without T5/CLIP": (["--prompts", str(tmp_path / "q.txt"), "--flux", str(tiny_models["flux"])], "no T5/CLIP"),
+        "no steps": (["--prompts", str(tmp_path / "q.txt"), "--steps", "0"], "at least 1"),
+    }
+    (tmp_path / "q.txt").write_text("a red circle\n")
+    for name, (args, message) in cases.items():
+        assert main(["distill", "--out", str(tmp_path / "run"), *args]) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert message in err and err.startswith("x2i: error:"), (name, err)

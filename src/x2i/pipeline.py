@@ -35,11 +35,14 @@ def load_flux(path: str | Path, dtype: torch.dtype = torch.float32, text_encoder
         if not index.is_file():
             raise X2IError(f"{path} is not a diffusers pipeline directory: it has no model_index.json")
         try:
-            class_name = json.loads(index.read_text()).get("_class_name", "")
+            components = json.loads(index.read_text())
         except ValueError as e:
             raise X2IError(f"{index} is not valid JSON ({e})") from e
+        class_name = components.get("_class_name", "")
         if "Flux" not in class_name:
             raise X2IError(f"{path} holds a {class_name or 'unnamed'} pipeline, not a FLUX one")
+        if text_encoders and any(components.get(k, [None])[0] is None for k in ("text_encoder", "text_encoder_2")):
+            raise X2IError(f"{path} has no T5/CLIP text encoders: running FLUX itself (the distillation teacher) needs them")
     try:
         return FluxPipeline.from_pretrained(location, dtype=dtype, **({} if text_encoders else NO_TEXT_ENCODERS))
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # missing or corrupt files, unreachable hub
@@ -116,7 +119,7 @@ class X2IPipeline:
         num_inference_steps: int = 28,
         guidance_scale: float = 3.5,
         num_images_per_prompt: int = 1,
-        seed: int | None = 0,
+        seed: int | Sequence[int] | None = 0,
         show_progress: bool = True,
     ) -> list[Image.Image]:
         requests = [request] if isinstance(request, Request) else list(request)
@@ -129,7 +132,12 @@ class X2IPipeline:
         conditioning = self.encode(requests)
 
         device = self.flux.transformer.device
-        generator = None if seed is None else torch.Generator(device).manual_seed(seed)
+        if seed is None or isinstance(seed, int):
+            generator = None if seed is None else torch.Generator(device).manual_seed(seed)
+        else:  # one seed per image, so each image is reproducible on its own
+            if len(seed) != len(requests) * num_images_per_prompt:
+                raise X2IError(f"{len(seed)} seeds for {len(requests) * num_images_per_prompt} images")
+            generator = [torch.Generator(device).manual_seed(s) for s in seed]
         self.flux.set_progress_bar_config(disable=not show_progress, desc="denoising")
         return self.flux(
             prompt_embeds=conditioning.prompt_embeds.to(self.flux.transformer.dtype),

@@ -175,6 +175,24 @@ def run_teacher(teacher, cases: list[dict], seed: int, steps: int, batch: int = 
     return results
 
 
+@torch.no_grad()
+def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True):
+    """Images from X2I (MLLM -> AlignNet -> FLUX) for every case, with the teacher's wording and noise."""
+    from x2i.request import Request
+
+    results = []
+    for start in tqdm(range(0, len(cases), batch), desc="student", disable=not progress):
+        part = list(enumerate(cases))[start : start + batch]
+        inputs = [case_inputs(c, random.Random(seed + i)) for i, c in part]
+        images = pipeline(
+            [Request(text, imgs) for text, imgs in inputs], height=64, width=64, num_inference_steps=steps,
+            seed=[seed + i for i, _ in part], show_progress=False,
+        )
+        for (i, case), (text, _), image in zip(part, inputs, images):
+            results.append(_judged(i, case, text, image, "student"))
+    return results
+
+
 def _judged(index: int, case: dict, text: str, image, model: str) -> dict:
     found = read_objects(image)
     return {"index": index, "case": case, "text": text, "image": image, "model": model,

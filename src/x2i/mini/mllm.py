@@ -26,9 +26,12 @@ from transformers import Qwen2VLImageProcessorPil
 
 from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder, load_processor
 from x2i.mini.world import (
+    COLORS,
     IMAGE_SIZE,
     LANGUAGES,
     POSITIONS,
+    SHAPES,
+    SIZES,
     WORDS,
     caption,
     combine,
@@ -58,6 +61,8 @@ class MLLMConfig:
     vision_hidden_size: int = 64
     patch_size: int = 8  # 64 px images -> 8x8 patches -> 16 image tokens after 2x2 merging
     vocab_size: int = 2000
+    probe_weight: float = 1.0  # weight of the scene probe's loss next to the answer's (0: no probe)
+    probe_tokens: int = 6  # "}<|im_end|>\n<|im_start|>assistant\n": the prompt's last tokens
 
 
 def question(scene: dict, rng: random.Random) -> tuple[str, str]:
@@ -79,21 +84,45 @@ def question(scene: dict, rng: random.Random) -> tuple[str, str]:
 
 def sample_example(rng: random.Random, task: str | None = None) -> tuple[Request, str]:
     """One training request (of `task`, or one drawn by TASKS' weights) and the answer to give."""
+    request, answer, _ = sample_with_scene(rng, task)
+    return request, answer
+
+
+def sample_with_scene(rng: random.Random, task: str | None = None) -> tuple[Request, str, dict]:
+    """A request, its answer, and the scene it is about (the result, for edits and pairs)."""
     task = task or rng.choices(list(TASKS), weights=list(TASKS.values()))[0]
     lang = rng.choice(LANGUAGES)
     scene = random_scene(rng)
     if task == "text2image":
-        return Request(caption(scene, lang, rng)), describe(scene)
+        return Request(caption(scene, lang, rng)), describe(scene), scene
     if task == "image2image":
-        return Request("", [render(scene, rng)]), describe(scene)
+        return Request("", [render(scene, rng)]), describe(scene), scene
     if task == "imagetext2image":
         text, result = edit(scene, random_edit(scene, rng), lang, rng)
-        return Request(text, [render(scene, rng)]), describe(result)
+        return Request(text, [render(scene, rng)]), describe(result), result
     if task == "multiimage2image":
         a, b = ({"objects": [random_object(rng, p)]} for p in rng.sample(POSITIONS, 2))
-        return Request("", [render(a, rng), render(b, rng)]), describe(combine([a, b]))
+        both = combine([a, b])
+        return Request("", [render(a, rng), render(b, rng)]), describe(both), both
     q, answer = question(scene, rng)
-    return Request(q, [render(scene, rng)]), answer
+    return Request(q, [render(scene, rng)]), answer, scene
+
+
+# ---- the scene probe -----------------------------------------------------------------------------
+# A 4-layer MLLM does not, by itself, place what it is about to say at the same prompt positions for
+# an image as for a caption (large MLLMs do, which is what X2I relies on). A linear probe, used in
+# training only and then thrown away, asks the last layer at the prompt's final tokens (the chat
+# template's closing tokens, the same whatever the input) to hold the scene the answer describes.
+
+OBJECT_CLASSES = [(s, c, z) for s in SHAPES for c in COLORS for z in SIZES]  # per position; 0 = empty
+
+
+def scene_targets(scene: dict) -> list[int]:
+    """One class per position: 0 for empty, else 1 + the (shape, color, size) index."""
+    targets = [0] * len(POSITIONS)
+    for obj in scene["objects"]:
+        targets[POSITIONS.index(obj["position"])] = 1 + OBJECT_CLASSES.index((obj["shape"], obj["color"], obj["size"]))
+    return targets
 
 
 def build_mini_tokenizer(config: MLLMConfig):
@@ -137,26 +166,37 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
     out = save_qwen2_5_vl(model, tokenizer, image_processor, out)  # the processor comes back as X2I loads it
     encoder = Qwen2_5_VLEncoder(model, load_processor(out))
     model.train().requires_grad_(True)
+    probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-2)
+    optimizer = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=config.lr, weight_decay=1e-2)
     schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
     rng = random.Random(config.seed + 1)
     bar = tqdm(range(config.steps), desc="mini MLLM", disable=not progress)
     for _ in bar:
-        requests, answers = zip(*(sample_example(rng) for _ in range(config.batch)))
+        requests, answers, scenes = zip(*(sample_with_scene(rng) for _ in range(config.batch)))
         inputs = encoder.prepare(requests, answers=answers)
-        loss = model(
-            **inputs,
-            position_ids=encoder.position_ids(inputs),
-            labels=answer_labels(encoder, inputs, answers),
-            use_cache=False,
-        ).loss
+        labels = answer_labels(encoder, inputs, answers)
+        result = model(**inputs, position_ids=encoder.position_ids(inputs), labels=labels, use_cache=False, output_hidden_states=True)
+        loss = result.loss
+        if config.probe_weight:
+            loss = loss + config.probe_weight * probe_loss(probe, result.hidden_states[-1], labels, scenes, config.probe_tokens)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.4f}")
     model.eval()
     return save_qwen2_5_vl(model, tokenizer, image_processor, out)
+
+
+def probe_loss(probe: torch.nn.Linear, last_hidden: torch.Tensor, labels: torch.Tensor, scenes, tokens: int) -> torch.Tensor:
+    """Cross-entropy of the scene read from each of the prompt's last `tokens` positions."""
+    answer_start = (labels != -100).int().argmax(dim=1)  # first answer token in each (left-padded) row
+    offsets = torch.arange(-tokens, 0)
+    rows = torch.arange(len(scenes))[:, None]
+    states = last_hidden[rows, answer_start[:, None] + offsets]  # [B, tokens, H]
+    logits = probe(states).view(len(scenes), tokens, len(POSITIONS), -1)
+    targets = torch.tensor([scene_targets(s) for s in scenes])[:, None, :].expand(-1, tokens, -1)
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten())
 
 
 @torch.no_grad()

@@ -1,0 +1,121 @@
+"""Training checkpoints: written atomically, read back exactly, old ones pruned. No pickles.
+
+A checkpoint is a directory `step-000500/` holding
+    alignnet/                  the AlignNet being trained (config.json + model.safetensors)
+    optimizer.safetensors      every tensor of the optimizer state (AdamW or 8-bit AdamW)
+    state.json                 step, data position, the optimizer's other values, the LR schedule,
+                               Python's RNG state
+    rng.safetensors            torch's CPU (and CUDA) RNG states
+It is written under a temporary name and renamed into place, so a run killed mid-write leaves
+either the previous checkpoints or a complete new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from x2i.alignnet import AlignNet
+from x2i.errors import X2IError
+
+PATTERN = re.compile(r"^step-(\d+)$")
+
+
+def save_checkpoint(directory: Path, step: int, alignnet: AlignNet, optimizer, scheduler, extra: dict, keep: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"step-{step:06d}"
+    tmp = directory / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    alignnet.save_pretrained(tmp / "alignnet")
+
+    tensors, plain = _split_optimizer_state(optimizer.state_dict())
+    save_file(tensors, tmp / "optimizer.safetensors")
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(rng, tmp / "rng.safetensors")
+    state = {"step": step, "optimizer": plain, "scheduler": scheduler.state_dict(), "python_rng": random.getstate(), **extra}
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    _fsync_tree(tmp)
+    if final.exists():  # a re-run of the same step: replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    prune(directory, keep)
+    return final
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    steps = _checkpoints(directory)
+    return steps[-1] if steps else None
+
+
+def load_checkpoint(path: Path, alignnet: AlignNet, optimizer, scheduler) -> dict:
+    """Restore everything in place; returns the state.json contents (step, data position, ...)."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        trained = AlignNet.from_pretrained(path / "alignnet")
+        tensors = load_file(path / "optimizer.safetensors")
+        rng = load_file(path / "rng.safetensors")
+    except (OSError, ValueError) as e:
+        raise X2IError(f"cannot resume from {path}: {e}") from e
+    if trained.config != alignnet.config:
+        raise X2IError(f"cannot resume from {path}: its AlignNet ({trained.config}) differs from this run's ({alignnet.config})")
+    alignnet.load_state_dict(trained.state_dict())
+    optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(rng["torch"])
+    if torch.cuda.is_available() and "cuda.0" in rng:
+        torch.cuda.set_rng_state_all([rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in rng])
+    version, internal, gauss = state["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+    return state
+
+
+def prune(directory: Path, keep: int) -> None:
+    """Keep the newest `keep` checkpoints (all when keep <= 0)."""
+    if keep > 0:
+        for old in _checkpoints(directory)[:-keep]:
+            shutil.rmtree(old)
+
+
+def _checkpoints(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := PATTERN.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def _split_optimizer_state(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors to one safetensors file; everything else (hyper-parameters, step counts) to JSON."""
+    tensors, plain = {}, {"state": {}, "param_groups": state["param_groups"]}
+    for index, values in state["state"].items():
+        plain["state"][str(index)] = {}
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                plain["state"][str(index)][name] = value
+    return tensors, plain
+
+
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], plain: dict) -> dict:
+    state = {int(i): dict(values) for i, values in plain["state"].items()}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())

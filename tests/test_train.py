@@ -1,0 +1,139 @@
+"""`x2i distill` on the shipped mini teacher and mini MLLM: checkpoints, exact resume after SIGKILL,
+two processes (gloo) against one, prompts from every supported source."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from io import BytesIO
+
+import pytest
+from safetensors.torch import load_file
+
+from x2i.errors import X2IError
+from x2i.prompts import global_batch, read_prompts
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
+    subprocess.run([sys.executable, "-m", "x2i.cli", "mini", "make-prompts", "--out", str(path), "--n", "200"], check=True, env=ENV)
+    return path
+
+
+def distill_command(prompts, out, steps, batch=2, *extra):
+    return [
+        "-m", "x2i.cli", "distill", "--prompts", str(prompts), "--out", str(out), "--steps", str(steps),
+        "--batch", str(batch), "--pad-to", "128", "--lr", "1e-3", "--warmup", "2", "--timesteps", "logit-normal", *extra,
+    ]
+
+
+def weights(out):
+    return load_file(out / "alignnet" / "model.safetensors")
+
+
+def test_resume_after_sigkill_is_exact(prompts, tmp_path):
+    steps = 24
+    whole = tmp_path / "whole"
+    subprocess.run([sys.executable, *distill_command(prompts, whole, steps, 2, "--checkpoint-every", "3")], check=True, env=ENV, capture_output=True)
+
+    killed = tmp_path / "killed"
+    run = subprocess.Popen([sys.executable, *distill_command(prompts, killed, steps, 2, "--checkpoint-every", "3", "--keep-checkpoints", "2")],
+                           env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (killed / "checkpoints" / "step-000006").exists() and run.poll() is None:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "alignnet").exists()
+
+    subprocess.run([sys.executable, *distill_command(prompts, killed, steps, 2, "--checkpoint-every", "3", "--keep-checkpoints", "2", "--resume")],
+                   check=True, env=ENV, capture_output=True)
+    a, b = weights(whole), weights(killed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].equal(b[name]), f"{name} differs after resuming"
+
+    # Old checkpoints pruned, no half-written ones left, one log line per step, a loss curve.
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-000021", "step-000024"]
+    log = [json.loads(line) for line in (killed / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == list(range(1, steps + 1))
+    assert (killed / "loss.png").stat().st_size > 1000
+    state = json.loads((killed / "checkpoints" / "step-000024" / "state.json").read_text())
+    assert state["step"] == steps and state["prompts_seen"] == steps * 2
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_with_their_summed_batch(prompts, tmp_path):
+    two, one = tmp_path / "two", tmp_path / "one"
+    # torchrun starts the two CPU processes; accelerate sees them and joins them in a gloo group.
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    result = subprocess.run([*launch, *distill_command(prompts, two, 4, 1)], env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    subprocess.run([sys.executable, *distill_command(prompts, one, 4, 2)], check=True, env=ENV, capture_output=True)
+
+    run = json.loads((two / "run.json").read_text())
+    assert run["processes"] == 2 and run["global_batch"] == 2
+    assert len(set(run["alignnet_sha256_per_rank"])) == 1  # both ranks end with identical weights
+    # Step 1 starts from the same weights: the same samples and noise give the same loss (mean over
+    # ranks), and the all-reduced gradient is the gradient of the summed batch (its norm, pre-clipping).
+    # Later steps drift apart by float summation order, which Adam's normalized step amplifies.
+    first_two = json.loads((two / "log.jsonl").read_text().splitlines()[0])
+    first_one = json.loads((one / "log.jsonl").read_text().splitlines()[0])
+    assert abs(first_two["loss"] - first_one["loss"]) <= 1e-5 * first_one["loss"]
+    assert abs(first_two["grad_norm"] - first_one["grad_norm"]) <= 1e-4 * first_one["grad_norm"]
+
+
+def test_prompt_sources(tmp_path):
+    (tmp_path / "a.txt").write_text("a red circle\n\n a blue square \n")
+    assert read_prompts(tmp_path / "a.txt") == ["a red circle", "a blue square"]
+    (tmp_path / "a.jsonl").write_text('{"caption_en": "a red circle"}\n{"caption_en": "a blue square"}\n')
+    assert read_prompts(tmp_path / "a.jsonl", "caption_en") == ["a red circle", "a blue square"]
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for n, caption in enumerate(["a red circle", "a blue square"]):
+        with tarfile.open(shards / f"{n:05d}.tar", "w") as tar:
+            data = json.dumps({"caption_en": caption}).encode()
+            info = tarfile.TarInfo(f"{n:09d}.json")
+            info.size = len(data)
+            tar.addfile(info, BytesIO(data))
+    assert read_prompts(shards, "caption_en") == ["a red circle", "a blue square"]
+    with pytest.raises(X2IError, match="no caption under key 'caption'"):
+        read_prompts(tmp_path / "a.jsonl", "caption")
+    with pytest.raises(X2IError, match="does not exist"):
+        read_prompts(tmp_path / "missing.txt")
+
+
+def test_global_batches_cover_every_prompt_once_per_epoch():
+    prompts = [f"p{i}" for i in range(10)]
+    seen = [p for step in range(5) for p in global_batch(prompts, step, 4, seed=3)]  # two epochs
+    assert sorted(seen[:10]) == prompts and sorted(seen[10:20]) == prompts
+    assert seen[:10] != seen[10:20]  # reshuffled per epoch
+    assert global_batch(prompts, 2, 4, seed=3) == seen[8:12]  # a step's batch depends on the step alone
+
+
+def test_prompt_dropout_hides_all_but_the_closing_tokens():
+    import torch
+
+    from x2i.encoders.base import EncoderOutput
+    from x2i.train import hide_content
+
+    hidden = torch.arange(2 * 3 * 8 * 4, dtype=torch.float32).view(2, 3, 8, 4)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8])
+    out = hide_content(EncoderOutput(hidden, mask), torch.tensor([True, False]), keep=3)
+    assert out.attention_mask[0].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert out.hidden_states[0, :, :5].equal(hidden[0, :, :1].expand(-1, 5, -1))  # the padding's states
+    assert out.hidden_states[0, :, 5:].equal(hidden[0, :, 5:])
+    assert out.hidden_states[1].equal(hidden[1]) and out.attention_mask[1].equal(mask[1])
+    assert mask[0].tolist() == [0, 0, 1, 1, 1, 1, 1, 1]  # the input is left as it was
