@@ -12,6 +12,7 @@ either the previous checkpoints or a complete new one, never a half-written one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -29,27 +30,33 @@ PATTERN = re.compile(r"^step-(\d+)$")
 
 
 def save_checkpoint(directory: Path, step: int, alignnet: AlignNet, optimizer, scheduler, extra: dict, keep: int) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:06d}"
-    tmp = directory / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    alignnet.save_pretrained(tmp / "alignnet")
-
-    tensors, plain = _split_optimizer_state(optimizer.state_dict())
-    save_file(tensors, tmp / "optimizer.safetensors")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    save_file(rng, tmp / "rng.safetensors")
-    state = {"step": step, "optimizer": plain, "scheduler": scheduler.state_dict(), "python_rng": random.getstate(), **extra}
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    _fsync_tree(tmp)
-    if final.exists():  # a re-run of the same step: replace it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_directory(final) as tmp:
+        alignnet.save_pretrained(tmp / "alignnet")
+        tensors, plain = _split_optimizer_state(optimizer.state_dict())
+        save_file(tensors, tmp / "optimizer.safetensors")
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        save_file(rng, tmp / "rng.safetensors")
+        state = {"step": step, "optimizer": plain, "scheduler": scheduler.state_dict(), "python_rng": random.getstate(), **extra}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
     prune(directory, keep)
     return final
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path):
+    """Write into a temporary sibling of `final`; on success fsync it and rename it into place
+    (replacing an older `final`), so readers see the old directory or the whole new one."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    _fsync_tree(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
 
 
 def latest_checkpoint(directory: Path) -> Path | None:

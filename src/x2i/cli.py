@@ -220,14 +220,15 @@ def run_eval(args) -> None:
 
     cases = load_cases(args.cases)
     teacher_path = args.teacher or weights_dir("teacher")
-    report, results = {"teacher": None, "student": None, "n": len(cases)}, []
+    report, results, teacher = {"teacher": None, "student": None, "n": len(cases)}, [], None
     if args.models in ("both", "teacher"):
         teacher = load_flux(teacher_path, text_encoders=True)
         results += run_teacher(teacher, cases, seed=args.seed, steps=args.steps)
         report["teacher"] = summarize(results)
     if args.models in ("both", "student"):
         alignnet = load_alignnet(args.alignnet or weights_dir("alignnet"))
-        student = X2IPipeline(load_encoder(args.mllm or weights_dir("mllm")), alignnet, load_flux(teacher_path))
+        flux = teacher or load_flux(teacher_path)  # the student denoises with the teacher's FLUX; T5/CLIP go unused
+        student = X2IPipeline(load_encoder(args.mllm or weights_dir("mllm")), alignnet, flux)
         student_results = run_student(student, cases, seed=args.seed, steps=args.steps)
         report["student"] = summarize(student_results)
         results += student_results

@@ -8,6 +8,7 @@ silently skipped the terms that came out non-finite.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -78,9 +79,9 @@ class AttentionTaps:
         self.teacher_outputs: dict[int, list[torch.Tensor]] = {}
         self.loss = None
         self.num_terms = 0
+        self.num_image_tokens = None
         attentions = [b.attn for b in transformer.transformer_blocks] + [b.attn for b in transformer.single_transformer_blocks]
         self._handles = [a.register_forward_hook(self._hook(i)) for i, a in enumerate(attentions)]
-        self.num_image_tokens = None
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -94,17 +95,13 @@ class AttentionTaps:
         self.loss, self.num_terms = None, 0
         return self._mode("student", num_image_tokens)
 
+    @contextlib.contextmanager
     def _mode(self, mode: str, num_image_tokens: int):
-        taps = self
-
-        class _Mode:
-            def __enter__(self):
-                taps.mode, taps.num_image_tokens = mode, num_image_tokens
-
-            def __exit__(self, *exc):
-                taps.mode = None
-
-        return _Mode()
+        self.mode, self.num_image_tokens = mode, num_image_tokens
+        try:
+            yield
+        finally:
+            self.mode = None
 
     def clear(self) -> None:
         """Drop the teacher's outputs (after the backward pass, which may need them again)."""

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm.auto import tqdm
 
 from x2i.alignnet import AlignNet, AlignNetConfig
-from x2i.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from x2i.checkpoint import atomic_directory, latest_checkpoint, load_checkpoint, save_checkpoint
 from x2i.distill import AttentionTaps, check_finite
 from x2i.encoders import load_encoder
 from x2i.encoders.base import EncoderOutput
@@ -94,9 +92,7 @@ def distill(config: DistillConfig) -> Path:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
 
     prompts = read_prompts(config.prompts, config.caption_key)
-    flux = load_flux(config.flux, dtype, text_encoders=True)
-    if flux.text_encoder_2 is None or flux.text_encoder is None:
-        raise X2IError(f"{config.flux} has no T5/CLIP text encoders: the teacher needs them")
+    flux = load_flux(config.flux, dtype, text_encoders=True)  # says so when T5/CLIP are missing
     flux.to(device)
     flux.set_progress_bar_config(disable=True)
     transformer = flux.transformer.requires_grad_(False).eval()
@@ -193,7 +189,8 @@ def distill(config: DistillConfig) -> Path:
     # Every rank's weights, fingerprinted: DDP keeps them identical, and the run says so.
     fingerprints = gather_object([_fingerprint(trained)])
     if accelerator.is_main_process:
-        _save_atomic(trained, final)
+        with atomic_directory(final) as tmp:
+            trained.save_pretrained(tmp)
         plot_loss(out / "log.jsonl", out / "loss.png")
         run = {"processes": world, "batch_per_process": config.batch, "global_batch": global_size, "alignnet_sha256_per_rank": fingerprints}
         (out / "run.json").write_text(json.dumps(run, indent=1) + "\n")
@@ -234,14 +231,6 @@ def _fingerprint(alignnet: AlignNet) -> str:
     for name, tensor in sorted(alignnet.state_dict().items()):
         digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _save_atomic(alignnet: AlignNet, directory: Path) -> None:
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    alignnet.save_pretrained(tmp)
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
 
 
 class _Log:

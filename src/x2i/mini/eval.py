@@ -180,9 +180,9 @@ def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int =
     """Images from X2I (MLLM -> AlignNet -> FLUX) for every case, with the teacher's wording and noise."""
     from x2i.request import Request
 
-    results = []
+    results, indexed = [], list(enumerate(cases))
     for start in tqdm(range(0, len(cases), batch), desc="student", disable=not progress):
-        part = list(enumerate(cases))[start : start + batch]
+        part = indexed[start : start + batch]
         inputs = [case_inputs(c, random.Random(seed + i)) for i, c in part]
         images = pipeline(
             [Request(text, imgs) for text, imgs in inputs], height=64, width=64, num_inference_steps=steps,
