@@ -1,4 +1,5 @@
-"""Write docs/samples.md: real outputs of `x2i generate`'s default models, per task and language.
+"""Write docs/samples.md: real outputs of `x2i generate`'s default models, per task and language,
+and docs/images/teacher-samples.png: the mini teacher on fresh one- and two-object prompts.
 
     python docs/make_samples.py
 
@@ -13,9 +14,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from x2i import Request, X2IPipeline
+from x2i.images import make_grid
 from x2i.mini import weights_dir
-from x2i.mini.eval import case_inputs, make_cases
+from x2i.mini.eval import case_inputs, make_cases, run_teacher
 from x2i.mini.judge import read_objects, scene_correct
+from x2i.pipeline import load_flux
 
 DOCS = Path(__file__).parent
 SCALE = 2
@@ -40,7 +43,19 @@ def strip(inputs: list[Image.Image], output: Image.Image, correct: bool) -> Imag
     return canvas
 
 
+def teacher_grid() -> None:
+    """Eight one-object prompts above eight two-object ones, each titled OK/X (the judge) and its prompt."""
+    teacher = load_flux(weights_dir("teacher"), text_encoders=True)
+    cases = make_cases(8, ("text2image",), ("en",), seed=4243, num_objects=1)
+    cases += make_cases(8, ("text2image",), ("en",), seed=4244, num_objects=2)
+    results = run_teacher(teacher, cases, seed=0, steps=20, progress=False)
+    images = [r["image"].resize((128, 128), Image.NEAREST) for r in results]
+    titles = [("OK " if r["correct"] else "X ") + r["text"] for r in results]
+    make_grid(images, titles, cols=8).save(DOCS / "images" / "teacher-samples.png")
+
+
 def main() -> None:
+    teacher_grid()
     pipe = X2IPipeline.from_pretrained(weights_dir("mllm"), weights_dir("teacher"), weights_dir("alignnet"))
     out_dir = DOCS / "images" / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)

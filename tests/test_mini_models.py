@@ -7,21 +7,39 @@ from diffusers import FluxPipeline
 from x2i.encoders import load_encoder
 from x2i.mini import weights_dir
 from x2i.mini.mllm import MLLMConfig, answer_accuracy, answer_labels, sample_example, train_mllm
-from x2i.mini.teacher import TeacherConfig, train_teacher
+from x2i.mini.teacher import TeacherConfig, binding_labels, build_t5_tokenizer, english_corpus, train_teacher
 from x2i.request import Request
 
-# Bars for the shipped student on 40+40 single-object cases, set below its 300-case scores in BENCHMARKS.md.
-STUDENT_EN_1OBJ = 0.25
-STUDENT_FR_1OBJ = 0.15
+# Bars for the shipped student on 40+40 single-object cases (measured: en 0.875, fr 0.675), set
+# below them; BENCHMARKS.md has the 300-case scores.
+STUDENT_EN_1OBJ = 0.75
+STUDENT_FR_1OBJ = 0.55
 
 
 def test_teacher_recipe_runs_and_saves_a_flux_pipeline(tmp_path):
     config = TeacherConfig(vae_steps=2, vae_batch=4, steps=2, batch=4, dataset=256, warmup=1, decoder_steps=2)
-    path = train_teacher(config, tmp_path / "teacher", progress=False)
-    pipe = FluxPipeline.from_pretrained(path)
-    assert pipe.text_encoder is not None and pipe.text_encoder_2 is not None
-    image = pipe("a red circle", num_inference_steps=2, height=64, width=64, max_sequence_length=32).images[0]
-    assert image.size == (64, 64)
+    path = train_teacher(config, tmp_path / "teacher", progress=False, snapshots=(1,))
+    for directory in (path, path / "step-1"):
+        pipe = FluxPipeline.from_pretrained(directory)
+        assert pipe.text_encoder is not None and pipe.text_encoder_2 is not None
+        image = pipe("a red circle", num_inference_steps=2, height=64, width=64, max_sequence_length=32).images[0]
+        assert image.size == (64, 64)
+
+
+def test_binding_labels_give_each_objects_tokens_its_attributes():
+    tokenizer = build_t5_tokenizer(english_corpus(500, seed=0))
+    scene = {"objects": [{"shape": "circle", "color": "red", "size": "small", "position": "left"},
+                         {"shape": "square", "color": "blue", "size": "large", "position": "top"}]}
+    text = "A red circle on the left, and a big blue square at the top."
+    first, second = "A red circle on the left", "a big blue square at the top"
+    spans = [(text.index(first), text.index(first) + len(first)), (text.index(second), text.index(second) + len(second))]
+    labels = binding_labels(tokenizer, [text], [spans], [scene])[0]
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer(text).input_ids)
+    assert tokens[:8] == ["▁A", "▁red", "▁circle", "▁on", "▁the", "▁left,", "▁and", "▁a"]
+    assert labels[:6].tolist() == [[0, 0, 0, 0]] * 6  # circle, red, small, left
+    assert labels[6].tolist() == [-100] * 4  # "and" belongs to neither object
+    assert labels[7:14].tolist() == [[1, 2, 1, 2]] * 7  # square, blue, large, top
+    assert (labels[14:] == -100).all()  # </s> and padding
 
 
 def test_mllm_recipe_runs_and_saves_what_load_encoder_loads(tmp_path):
@@ -52,14 +70,17 @@ def test_shipped_mini_mllm_understands_the_world():
     assert accuracy["question"] >= 0.6 and accuracy["imagetext2image"] >= 0.4 and accuracy["image2image"] >= 0.3
 
 
-def test_shipped_teacher_scores_as_claimed_on_single_objects():
+def test_shipped_teacher_scores_as_claimed():
+    """The issue's bars (0.90 one object, 0.75 two) on fresh cases; BENCHMARKS.md has 0.99 / 0.95 on 300 each."""
     from x2i.mini.eval import make_cases, run_teacher, summarize
     from x2i.pipeline import load_flux
 
     teacher = load_flux(weights_dir("teacher"), text_encoders=True)
     cases = make_cases(60, tasks=("text2image",), langs=("en",), seed=5, num_objects=1)
+    cases += make_cases(60, tasks=("text2image",), langs=("en",), seed=6, num_objects=2)
     report = summarize(run_teacher(teacher, cases, seed=0, steps=20, progress=False))
-    assert report["n"] == 60 and report["overall"] >= 0.90
+    assert report["n"] == 120
+    assert report["by_objects"]["1"] >= 0.90 and report["by_objects"]["2"] >= 0.75
 
 
 def test_scene_probe_reads_the_closing_tokens_of_every_prompt():

@@ -10,6 +10,7 @@ from x2i.mini.world import (
     WORDS,
     apply_edit,
     caption,
+    caption_with_spans,
     combine,
     describe,
     edit,
@@ -36,6 +37,20 @@ def test_captions_name_every_object_in_every_language(lang):
             color = word(lang, "color", obj["color"])
             assert color in lowered or (lang == "de" and color[:-1] in lowered)  # rot -> roter/rotes
             assert any(p.lower() in lowered for p in WORDS[lang]["position"][obj["position"]])
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_caption_spans_hold_each_objects_own_words(lang):
+    rng, same = random.Random(1), random.Random(1)
+    for _ in range(200):
+        scene = random_scene(rng, 2)
+        text, spans = caption_with_spans(scene, lang, rng)
+        assert text == caption(random_scene(same, 2), lang, same)  # same wording, same random stream
+        assert len(spans) == 2 and spans[0][1] <= spans[1][0]
+        for obj, (start, end) in zip(scene["objects"], spans):
+            words = text[start:end].lower()
+            assert word(lang, "shape", obj["shape"]).lower() in words
+            assert any(p.lower() in words for p in WORDS[lang]["position"][obj["position"]])
 
 
 def test_captions_vary_in_phrasing():

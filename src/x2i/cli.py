@@ -125,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     teacher = mini_commands.add_parser("train-teacher", help="rebuild the mini FLUX teacher (VAE, transformer, T5, CLIP)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     teacher.add_argument("--out", type=Path, required=True)
     teacher.add_argument("--seed", type=int, default=0)
-    teacher.add_argument("--steps", type=int, default=5000)
+    teacher.add_argument("--steps", type=int, default=6000, help="transformer training steps (stage 2)")
     teacher.add_argument("--vae-steps", type=int, default=1000)
+    teacher.add_argument("--snapshots", type=int, nargs="*", default=[], metavar="STEP", help="also save the pipeline after these steps, to OUT/step-N")
     teacher.set_defaults(run=run_train_teacher)
     mllm = mini_commands.add_parser("train-mllm", help="rebuild the mini Qwen2.5-VL", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     mllm.add_argument("--out", type=Path, required=True)
@@ -310,7 +311,8 @@ def run_train_teacher(args) -> None:
     from x2i.mini.teacher import TeacherConfig, train_teacher
 
     start = time.time()
-    path = train_teacher(TeacherConfig(seed=args.seed, steps=args.steps, vae_steps=args.vae_steps), args.out)
+    config = TeacherConfig(seed=args.seed, steps=args.steps, vae_steps=args.vae_steps)
+    path = train_teacher(config, args.out, snapshots=tuple(args.snapshots))
     print(f"wrote the mini teacher to {path} in {time.time() - start:.0f} s")
 
 

@@ -157,8 +157,9 @@ def summarize(results: list[dict]) -> dict:
 
 
 @torch.no_grad()
-def run_teacher(teacher, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True):
-    """Images from the teacher (FluxPipeline with T5/CLIP) for the English text2image cases."""
+def run_teacher(teacher, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True, cfg: float = 1.0):
+    """Images from the teacher (FluxPipeline with T5/CLIP) for the English text2image cases;
+    `cfg` > 1 runs true classifier-free guidance against the empty prompt."""
     chosen = [(i, c) for i, c in enumerate(cases) if c["task"] == "text2image" and c["lang"] == "en"]
     teacher.set_progress_bar_config(disable=True)  # one bar over the cases instead
     results = []
@@ -169,6 +170,7 @@ def run_teacher(teacher, cases: list[dict], seed: int, steps: int, batch: int = 
         images = teacher(
             prompt=texts, num_inference_steps=steps, height=64, width=64, generator=generators,
             max_sequence_length=teacher.tokenizer_2.model_max_length,
+            true_cfg_scale=cfg, negative_prompt=[""] * len(texts) if cfg > 1 else None,
         ).images
         for (i, case), text, image in zip(part, texts, images):
             results.append(_judged(i, case, text, image, "teacher"))

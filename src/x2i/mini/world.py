@@ -5,6 +5,7 @@ A scene is plain JSON: `{"objects": [{"shape": "circle", "color": "red", "size":
 may be left out (any value passes); `render` fills what is missing at random.
 
     caption(scene, lang, rng)        a natural caption in en, zh, fr, de, es (varied phrasings)
+    caption_with_spans(...)          the same, with each object's words located in it
     render(scene, rng)               a 64x64 RGB image
     edit(scene, op, lang, rng)       an edit instruction in that language, and the edited scene
     random_scene / random_edit       sampling, for training data and eval cases
@@ -228,20 +229,31 @@ FRAMES = {
 
 def caption(scene: dict, lang: str, rng: random.Random) -> str:
     """A natural caption of every object and attribute the scene states, in `lang`."""
+    return caption_with_spans(scene, lang, rng)[0]
+
+
+def caption_with_spans(scene: dict, lang: str, rng: random.Random) -> tuple[str, list[tuple[int, int]]]:
+    """The caption, and for each object the (start, end) characters of the words that describe it."""
     if lang not in WORDS:
         raise ValueError(f"unknown language {lang!r}; the mini world speaks {', '.join(LANGUAGES)}")
     clauses = [_object_clause(o, lang, rng) for o in scene["objects"]]
     if lang == "de" and len(clauses) == 1 and "position" in scene["objects"][0] and rng.random() < 0.4:
         # verb-second order: "Links ist ein roter Kreis."
         obj = scene["objects"][0]
-        return f"{_capitalize(_position(obj, lang, rng))} ist {noun_phrase(obj, lang, rng)}."
-    body = rng.choice(JOIN[lang]).join(clauses)
+        text = f"{_capitalize(_position(obj, lang, rng))} ist {noun_phrase(obj, lang, rng)}."
+        return text, [(0, len(text))]
+    join = rng.choice(JOIN[lang])
+    body = join.join(clauses)
     frame = rng.choice(FRAMES[lang])
     # "Ein Bild mit" takes the dative; keep German frames to those that do not inflect the phrase.
     if lang == "de" and frame.startswith("Ein Bild mit"):
         frame = "{}."
     text = frame.format(body)
-    return _capitalize(text) if rng.random() < 0.5 or frame != "{}" else text
+    spans, start = [], frame.index("{}")
+    for clause in clauses:
+        spans.append((start, start + len(clause)))
+        start += len(clause) + len(join)
+    return (_capitalize(text) if rng.random() < 0.5 or frame != "{}" else text), spans
 
 
 # ---- edits --------------------------------------------------------------------------------------
