@@ -49,13 +49,13 @@ def evaluate(variant: str, out: Path, device: str, n: int, scales: list[float], 
     cases = make_cases(n, ("text2image",), ("en",), seed=101, num_objects=1)
     cases += make_cases(n, ("text2image",), ("en",), seed=102, num_objects=2)
     run_dir = out / variant
-    found = sorted(run_dir.glob("step-*/model_index.json"), key=lambda p: int(p.parent.name[5:]))
-    found += list(run_dir.glob("model_index.json"))
+    found = sorted((int(p.parent.name[5:]), p.parent) for p in run_dir.glob("step-*/model_index.json"))
+    if (run_dir / "model_index.json").is_file():
+        found.append(("final", run_dir))
     if overrides.get("caption_dropout", 0) == 0:
         scales = [1.0]
-    for index in found:
-        step = int(index.parent.name[5:]) if index.parent != run_dir else "final"
-        teacher = FluxPipeline.from_pretrained(index.parent).to(device)
+    for step, directory in found:
+        teacher = FluxPipeline.from_pretrained(directory).to(device)
         for cfg in scales:
             score = summarize(run_teacher(teacher, cases, seed=0, steps=20, batch=100, progress=False, cfg=cfg))
             row = {"variant": variant, "overrides": overrides, "step": step, "cfg": cfg, "by_objects": score["by_objects"]}

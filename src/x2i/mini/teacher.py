@@ -283,7 +283,8 @@ def train_teacher(
     params = [p for m in modules for p in m.parameters()]
     classes = [len(VALUES[a]) for a in ATTRIBUTES]
     probe = torch.nn.Linear(t5.config.d_model, sum(classes)).to(device)  # training only, not saved
-    optimizer = torch.optim.AdamW(params + list(probe.parameters()), lr=config.lr, weight_decay=1e-2)
+    trained = params + list(probe.parameters())
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=1e-2)
     schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
     ema = EMAModel(params, decay=config.ema_decay)
 
@@ -327,7 +328,7 @@ def train_teacher(
             binding = sum(F.cross_entropy(l.flatten(0, 1), labels[..., k].flatten(), ignore_index=-100) for k, l in enumerate(logits)) / len(classes)
             loss = loss + config.binding_weight * binding
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params + list(probe.parameters()), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
         ema.step(params)
         bar.set_postfix(loss=f"{loss.item():.4f}", binding=f"{binding.item():.3f}")
