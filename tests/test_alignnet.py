@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from x2i.alignnet import PRESETS, AlignNet, AlignNetConfig, presets_fitting
+from x2i.alignnet import PRESETS, AlignNet, presets_fitting
 from x2i.errors import X2IError
 
 # Parameter counts of the released checkpoints (reference notes, section 2), in millions.
@@ -35,21 +35,20 @@ def official_state_dict(preset, seed=0, prefix="module."):
     """A state dict laid out like the authors' release: bf16, DDP's `module.` prefix."""
     g = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
-        shapes = {k: v.shape for k, v in AlignNet(PRESETS[preset]).state_dict().items()}
+        shapes = {k: v.shape for k, v in AlignNet(**PRESETS[preset]).state_dict().items()}
     return {prefix + k: (torch.randn(shape, generator=g) * 0.02).to(torch.bfloat16) for k, shape in shapes.items()}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_preset_sizes_match_the_release(preset):
     with torch.device("meta"):
-        model = AlignNet(PRESETS[preset])
+        model = AlignNet(**PRESETS[preset])
     n = sum(p.numel() for p in model.parameters()) / 1e6
     assert abs(n - RELEASED_PARAMS_M[preset]) < 0.05
 
 
 def test_custom_size_output_shapes():
-    config = AlignNetConfig(num_hidden_states=5, hidden_size=24, joint_attention_dim=40, pooled_projection_dim=12)
-    out = AlignNet(config)(torch.randn(3, 5, 9, 24))
+    out = AlignNet(num_hidden_states=5, hidden_size=24, joint_attention_dim=40, pooled_projection_dim=12)(torch.randn(3, 5, 9, 24))
     assert out.prompt_embeds.shape == (3, 9, 40)
     assert out.pooled_prompt_embeds.shape == (3, 12)
 
@@ -62,7 +61,7 @@ def test_from_official_matches_the_formula(tmp_path, preset):
 
     model = AlignNet.from_official(path, preset=preset)
     config = PRESETS[preset]
-    hidden = torch.randn(2, config.num_hidden_states, 7, config.hidden_size)
+    hidden = torch.randn(2, config["num_hidden_states"], 7, config["hidden_size"])
     out = model(hidden)
     seq, pooled = reference_alignnet({k.removeprefix("module."): v for k, v in state.items()}, hidden)
     torch.testing.assert_close(out.prompt_embeds, seq, rtol=1e-5, atol=1e-5)
@@ -124,12 +123,14 @@ def test_corrupt_and_missing_checkpoints(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_save_and_load_round_trip_exactly(tmp_path, dtype):
-    config = AlignNetConfig(num_hidden_states=4, hidden_size=16, joint_attention_dim=32, pooled_projection_dim=8, pooling="masked_mean")
-    model = AlignNet(config).to(dtype)
+@pytest.mark.parametrize("refiner_layers", [0, 1])
+def test_save_and_load_round_trip_exactly(tmp_path, dtype, refiner_layers):
+    config = dict(num_hidden_states=4, hidden_size=16, joint_attention_dim=32, pooled_projection_dim=8, pooling="masked_mean",
+                  refiner_layers=refiner_layers)
+    model = AlignNet(**config).to(dtype)
     model.save_pretrained(tmp_path / "a")
     again = AlignNet.from_pretrained(tmp_path / "a", dtype=dtype)
-    assert again.config == config
+    assert {k: again.config[k] for k in config} == config and again.dtype == dtype
     for (k, v), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items()):
         assert k == k2 and v.dtype == v2.dtype and torch.equal(v, v2)
     hidden = torch.randn(2, 4, 6, 16, dtype=dtype)
@@ -140,21 +141,27 @@ def test_from_pretrained_rejects_what_is_not_an_alignnet(tmp_path):
     with pytest.raises(X2IError, match="is not an AlignNet directory"):
         AlignNet.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text("{broken")
-    (tmp_path / "model.safetensors").write_bytes(b"junk")
+    (tmp_path / "diffusion_pytorch_model.safetensors").write_bytes(b"junk")
     with pytest.raises(X2IError, match="cannot read AlignNet"):
+        AlignNet.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"_class_name": "FluxTransformer2DModel"}')
+    with pytest.raises(X2IError, match="describes a FluxTransformer2DModel"):
+        AlignNet.from_pretrained(tmp_path)
+    AlignNet(num_hidden_states=2, hidden_size=8).save_config(tmp_path)
+    with pytest.raises(X2IError, match="cannot read AlignNet"):  # the config is right, the weights are junk
         AlignNet.from_pretrained(tmp_path)
 
 
 def test_masked_mean_pools_real_tokens_only():
-    config = AlignNetConfig(num_hidden_states=2, hidden_size=8, joint_attention_dim=16, pooled_projection_dim=4, pooling="masked_mean")
-    model = AlignNet(config)
+    config = dict(num_hidden_states=2, hidden_size=8, joint_attention_dim=16, pooled_projection_dim=4, pooling="masked_mean")
+    model = AlignNet(**config)
     hidden = torch.randn(1, 2, 6, 8)
     mask = torch.tensor([[0, 0, 1, 1, 1, 1]])
     out = model(hidden, attention_mask=mask)
     per_token = model.mlp.fc(out.prompt_embeds)
     torch.testing.assert_close(out.pooled_prompt_embeds, per_token[:, 2:].mean(1))
     # the official "mean" pooling counts the padding too
-    official = AlignNet(AlignNetConfig(**{**config.__dict__, "pooling": "mean"}))
+    official = AlignNet(**{**config, "pooling": "mean"})
     official.load_state_dict(model.state_dict())
     torch.testing.assert_close(official(hidden, attention_mask=mask).pooled_prompt_embeds, per_token.mean(1))
 
@@ -164,3 +171,31 @@ def test_presets_fitting_tells_apart_fusions():
         "qwen2.5-vl-3b",
         "internvl2.5-4b",
     ]
+
+
+def test_presets_sharing_shapes_ask_which_unless_the_mllm_says():
+    state = official_state_dict("qwen2.5-vl-3b")
+    with pytest.raises(X2IError, match="fits presets qwen2.5-vl-3b, internvl2.5-4b: say which MLLM"):
+        AlignNet.from_official(state)
+    assert AlignNet.from_official(state, family="qwen2_5_vl").config.num_hidden_states == 37
+    assert AlignNet.from_official(state, preset="internvl2.5-4b").config.fusion == "conv"
+
+
+def test_refiner_is_off_in_the_presets_and_reads_both_directions():
+    with torch.device("meta"):
+        assert not any(k.startswith("refiner") for preset in PRESETS for k in AlignNet(**PRESETS[preset]).state_dict())
+    torch.manual_seed(0)
+    plain = AlignNet(num_hidden_states=2, hidden_size=8, joint_attention_dim=16, pooled_projection_dim=4)
+    refined = AlignNet(num_hidden_states=2, hidden_size=8, joint_attention_dim=16, pooled_projection_dim=4, refiner_layers=1)
+    hidden, later = torch.randn(1, 2, 10, 8), torch.randn(1, 2, 10, 8)
+    later[:, :, :5] = hidden[:, :, :5]  # the same first 5 tokens, different later ones
+    # The conv sees +-2 tokens: token 0 cannot tell the two apart; with the refiner it can.
+    assert torch.equal(plain(hidden).prompt_embeds[0, 0], plain(later).prompt_embeds[0, 0])
+    assert not torch.allclose(refined(hidden).prompt_embeds[0, 0], refined(later).prompt_embeds[0, 0])
+    # Padding is masked out of the refiner's attention ("scale" fusion mixes no tokens by itself).
+    scaled = AlignNet(num_hidden_states=2, hidden_size=8, joint_attention_dim=16, pooled_projection_dim=4, fusion="scale", refiner_layers=1)
+    mask = torch.tensor([[0, 0] + [1] * 8])
+    noisy = hidden.clone()
+    noisy[:, :, :2] = 100.0
+    torch.testing.assert_close(scaled(hidden, mask).prompt_embeds[0, 2:], scaled(noisy, mask).prompt_embeds[0, 2:])
+    assert not torch.allclose(scaled(hidden).prompt_embeds[0, 2:], scaled(noisy).prompt_embeds[0, 2:])  # unmasked, it reaches them

@@ -10,13 +10,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "AlignNet": "x2i.alignnet",
-    "AlignNetConfig": "x2i.alignnet",
     "AlignNetOutput": "x2i.alignnet",
     "PRESETS": "x2i.alignnet",
     "EncoderOutput": "x2i.encoders",
     "MLLMEncoder": "x2i.encoders",
     "Qwen2_5_VLEncoder": "x2i.encoders",
-    "load_encoder": "x2i.encoders",
+    "load_encoder": "x2i.loaders",
     "X2IError": "x2i.errors",
     "X2IPipeline": "x2i.pipeline",
     "Request": "x2i.request",

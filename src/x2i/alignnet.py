@@ -7,62 +7,44 @@
       -> GELU -> Linear(D -> P) -> mean over tokens                          = pooled_prompt_embeds [B, P]
 
 D = 4096 (T5-XXL width) and P = 768 (CLIP pooled width) for FLUX.1. Module names follow the
-authors' released checkpoints, so an official state dict loads without renaming.
+authors' released checkpoints, so an official state dict loads without renaming. AlignNet is a
+diffusers `ModelMixin` + `ConfigMixin`: `save_pretrained`, `from_pretrained` (local or hub), `dtype`,
+`device` behave as for any diffusers model.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from x2i.errors import X2IError
-from x2i.hub import download, resolve
+from x2i.hub import resolve, unreachable
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-
-@dataclass
-class AlignNetConfig:
-    num_hidden_states: int  # C: the MLLM's decoder layers + 1
-    hidden_size: int  # H: the MLLM's hidden size
-    fusion: str = "conv"  # "conv" (Conv2d over layers) or "scale" (learned per-layer scale, mean)
-    joint_attention_dim: int = 4096  # D: width of the sequence FLUX reads in place of T5
-    pooled_projection_dim: int = 768  # P: width of the vector FLUX reads in place of CLIP
-    # "mean" averages over every token, padding included, as the official checkpoints were trained;
-    # "masked_mean" averages over real tokens only, so a prompt's vector does not depend on its batch.
-    pooling: str = "mean"
-    # Prompts were left-padded to this many tokens in training (512 for the official checkpoints);
-    # the pipeline pads the same way unless told otherwise. None: pad only to the batch's longest.
-    pad_to: int | None = None
-
-    def __post_init__(self):
-        if self.fusion not in ("conv", "scale"):
-            raise X2IError(f"AlignNet fusion must be 'conv' or 'scale', not {self.fusion!r}")
-        if self.pooling not in ("mean", "masked_mean"):
-            raise X2IError(f"AlignNet pooling must be 'mean' or 'masked_mean', not {self.pooling!r}")
-
-
-# The authors' released checkpoints (reference notes, section 2).
-PRESETS: dict[str, AlignNetConfig] = {
-    "qwen2.5-vl-3b": AlignNetConfig(num_hidden_states=37, hidden_size=2048, pad_to=512),
-    "qwen2.5-vl-7b": AlignNetConfig(num_hidden_states=29, hidden_size=3584, pad_to=512),
-    "internvl2.5-1b": AlignNetConfig(num_hidden_states=25, hidden_size=896, fusion="scale", pad_to=512),
-    "internvl2.5-4b": AlignNetConfig(num_hidden_states=37, hidden_size=2048, pad_to=512),
-    "minicpm-o-2.6": AlignNetConfig(num_hidden_states=29, hidden_size=3584, pad_to=512),
+# The authors' released checkpoints (reference notes, section 2), and the MLLM family each reads.
+PRESETS: dict[str, dict] = {
+    "qwen2.5-vl-3b": dict(num_hidden_states=37, hidden_size=2048, pad_to=512),
+    "qwen2.5-vl-7b": dict(num_hidden_states=29, hidden_size=3584, pad_to=512),
+    "internvl2.5-1b": dict(num_hidden_states=25, hidden_size=896, fusion="scale", pad_to=512),
+    "internvl2.5-4b": dict(num_hidden_states=37, hidden_size=2048, pad_to=512),
+    "minicpm-o-2.6": dict(num_hidden_states=29, hidden_size=3584, pad_to=512),
 }
+PRESET_FAMILIES = {"qwen2.5-vl-3b": "qwen2_5_vl", "qwen2.5-vl-7b": "qwen2_5_vl", "internvl2.5-1b": "internvl",
+                   "internvl2.5-4b": "internvl", "minicpm-o-2.6": "minicpmo"}
 
 
-def preset_config(name: str) -> AlignNetConfig:
+def preset_config(name: str) -> dict:
     if name not in PRESETS:
         raise X2IError(f"unknown AlignNet preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return AlignNetConfig(**asdict(PRESETS[name]))
+    return dict(PRESETS[name])
 
 
 @dataclass
@@ -71,26 +53,67 @@ class AlignNetOutput:
     pooled_prompt_embeds: torch.Tensor  # [B, P], replaces CLIP's pooled vector
 
 
-class AlignNet(nn.Module):
-    def __init__(self, config: AlignNetConfig):
+class AlignNet(ModelMixin, ConfigMixin):
+    """Arguments (saved in config.json):
+
+    num_hidden_states  C: the MLLM's decoder layers + 1
+    hidden_size        H: the MLLM's hidden size
+    fusion             "conv" (Conv2d over layers) or "scale" (learned per-layer scale, mean)
+    joint_attention_dim, pooled_projection_dim
+                       D and P: the widths FLUX reads in place of T5 and CLIP
+    pooling            "mean" averages every token, padding included, as the official checkpoints
+                       were trained; "masked_mean" real tokens only, so a prompt's vector does not
+                       depend on its batch
+    pad_to             prompts were left-padded to this many tokens in training (512 for the
+                       official checkpoints); the pipeline pads the same way. None: to the longest
+    refiner_layers     x2i's option, off in the release: bidirectional transformer layers over the
+                       fused tokens (before the MLP), so that a word's state can take in what comes
+                       after it, which a causal MLLM cannot
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        num_hidden_states: int,
+        hidden_size: int,
+        fusion: str = "conv",
+        joint_attention_dim: int = 4096,
+        pooled_projection_dim: int = 768,
+        pooling: str = "mean",
+        pad_to: int | None = None,
+        refiner_layers: int = 0,
+        refiner_heads: int = 4,
+    ):
         super().__init__()
-        self.config = config
-        C, H, D = config.num_hidden_states, config.hidden_size, config.joint_attention_dim
-        if config.fusion == "conv":
+        if fusion not in ("conv", "scale"):
+            raise X2IError(f"AlignNet fusion must be 'conv' or 'scale', not {fusion!r}")
+        if pooling not in ("mean", "masked_mean"):
+            raise X2IError(f"AlignNet pooling must be 'mean' or 'masked_mean', not {pooling!r}")
+        C, H, D = num_hidden_states, hidden_size, joint_attention_dim
+        if fusion == "conv":
             self.conv = nn.Conv2d(C, 1, kernel_size=5, padding=2)
         else:
             self.cha_scale = nn.Parameter(torch.ones(1, C, 1, 1))
+        if refiner_layers:
+            layer = nn.TransformerEncoderLayer(H, refiner_heads, 2 * H, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+            self.refiner = nn.TransformerEncoder(layer, refiner_layers, enable_nested_tensor=False)
         self.mlp = nn.Module()
         self.mlp.layernorm = nn.LayerNorm(H, eps=1e-6)
         self.mlp.projector = nn.Sequential(nn.Linear(H, D, bias=False), nn.GELU(), nn.Linear(D, D, bias=False))
-        self.mlp.fc = nn.Sequential(nn.GELU(), nn.Linear(D, config.pooled_projection_dim))
+        self.mlp.fc = nn.Sequential(nn.GELU(), nn.Linear(D, pooled_projection_dim))
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> AlignNetOutput:
-        """hidden_states [B, C, S, H]; attention_mask [B, S] (1 = real token), used by masked pooling."""
+        """hidden_states [B, C, S, H]; attention_mask [B, S] (1 = real token), used by masked pooling
+        and the refiner."""
         if self.config.fusion == "conv":
             fused = self.conv(hidden_states).squeeze(1)
         else:
             fused = (hidden_states * self.cha_scale).mean(dim=1)
+        if self.config.refiner_layers:
+            padding = None if attention_mask is None else attention_mask == 0
+            fused = self.refiner(fused, src_key_padding_mask=padding)
         prompt_embeds = self.mlp.projector(self.mlp.layernorm(fused))
         per_token = self.mlp.fc(prompt_embeds)
         if self.config.pooling == "masked_mean" and attention_mask is not None:
@@ -100,65 +123,63 @@ class AlignNet(nn.Module):
             pooled = per_token.mean(dim=1)
         return AlignNetOutput(prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled)
 
-    # ---- our format: config.json + model.safetensors -------------------------------------------
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {"_class_name": type(self).__name__, **asdict(self.config)}
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt"})
-
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None) -> AlignNet:
-        """Load our format from a local directory or a hub repository id."""
-        directory = resolve(path, "AlignNet")
-        directory = download(directory, "AlignNet") if isinstance(directory, str) else directory
-        config_file, weights_file = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        if not config_file.is_file() or not weights_file.is_file():
-            raise X2IError(
-                f"{path} is not an AlignNet directory (needs {CONFIG_NAME} and {WEIGHTS_NAME}); "
-                "for the authors' .bin checkpoints pass the file itself"
-            )
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None, **kwargs) -> AlignNet:
+        """Our format (diffusers': config.json + diffusion_pytorch_model.safetensors) from a local
+        directory or a hub repository id; errors say what is wrong in one line."""
+        location = resolve(path, "AlignNet")
+        if isinstance(location, Path):
+            config_file = location / cls.config_name
+            if not config_file.is_file() or not (location / SAFETENSORS_WEIGHTS_NAME).is_file():
+                raise X2IError(
+                    f"{path} is not an AlignNet directory (needs {cls.config_name} and {SAFETENSORS_WEIGHTS_NAME}); "
+                    "for the authors' .bin checkpoints pass the file itself"
+                )
+            try:
+                class_name = json.loads(config_file.read_text()).get("_class_name")
+            except ValueError as e:
+                raise X2IError(f"cannot read AlignNet at {path}: {config_file} is not valid JSON ({e})") from e
+            if class_name != cls.__name__:
+                raise X2IError(f"{path} is not an AlignNet directory: its {cls.config_name} describes a {class_name}")
         try:
-            raw = json.loads(config_file.read_text())
-            if raw.get("_class_name") != "AlignNet":
-                raise X2IError(f"{path} is not an AlignNet directory: its {CONFIG_NAME} describes another model")
-            config = AlignNetConfig(**{f.name: raw[f.name] for f in fields(AlignNetConfig) if f.name in raw})
-            state = load_file(weights_file)
-        except (ValueError, TypeError, OSError, SafetensorError) as e:  # bad JSON, bad weights, I/O
-            raise X2IError(f"cannot read AlignNet at {directory}: {e}") from e
-        model = cls(config)
-        _load_checked(model, state, str(directory))
-        return model.to(dtype) if dtype is not None else model
+            return super().from_pretrained(location, torch_dtype=dtype, **kwargs)
+        except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as e:  # bad weights, shapes, I/O, hub
+            if isinstance(location, str):
+                raise unreachable("AlignNet", location, e) from e
+            raise X2IError(f"cannot read AlignNet at {path}: {str(e).strip().splitlines()[0]}") from e
 
-    # ---- the authors' released checkpoints ---------------------------------------------------------
+# ---- the authors' released checkpoints ---------------------------------------------------------
 
     @classmethod
     def from_official(
-        cls, checkpoint: str | Path | dict[str, torch.Tensor], preset: str | None = None
+        cls, checkpoint: str | Path | dict[str, torch.Tensor], preset: str | None = None, family: str | None = None
     ) -> AlignNet:
         """Load a released `diffusion_pytorch_model.bin` (or its state dict).
 
-        `preset` names the MLLM it was trained for; when left out it is inferred from the shapes.
+        `preset` names the MLLM it was trained for. When left out it is inferred from the shapes,
+        and where presets share shapes (qwen2.5-vl-3b and internvl2.5-4b; qwen2.5-vl-7b and
+        minicpm-o-2.6) from `family`, the reading MLLM's `model_type`; otherwise you are asked.
         Weights keep their values exactly; the module stays float32 unless you cast it.
         """
-        config = preset_config(preset) if preset is not None else None
+        if preset is not None:
+            preset_config(preset)  # an unknown name is the first thing to say
         state = checkpoint if isinstance(checkpoint, dict) else _read_state_dict(Path(checkpoint))
         state = {k.removeprefix("module."): v for k, v in state.items()}
         fitting = presets_fitting(state)
         if preset is None:
             if not fitting:
                 raise X2IError(f"{_describe(checkpoint)} fits no AlignNet preset ({_shape_summary(state)})")
-            preset = fitting[0]
-            config = preset_config(preset)
+            of_family = [p for p in fitting if PRESET_FAMILIES[p] == family]
+            if len(fitting) > 1 and len(of_family) != 1:
+                raise X2IError(f"{_describe(checkpoint)} fits presets {', '.join(fitting)}: say which MLLM it was made for "
+                               "(preset=..., or --alignnet-preset)")
+            preset = of_family[0] if of_family else fitting[0]
         if preset not in fitting:
             also = f"; it fits preset {', '.join(fitting)}" if fitting else "; it fits no known preset"
             raise X2IError(
                 f"{_describe(checkpoint)} does not fit preset {preset!r}: found {_shape_summary(state)}{also}"
             )
-        model = cls(config)
+        model = cls(**preset_config(preset))
         _load_checked(model, state, _describe(checkpoint))
         return model
 
@@ -169,9 +190,9 @@ def presets_fitting(state: dict[str, torch.Tensor]) -> list[str]:
     return [name for name, config in PRESETS.items() if _expected_shapes(config) == found]
 
 
-def _expected_shapes(config: AlignNetConfig) -> dict[str, tuple[int, ...]]:
+def _expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in AlignNet(config).state_dict().items()}
+        return {k: tuple(v.shape) for k, v in AlignNet(**config).state_dict().items()}
 
 
 def _shape_summary(state: dict[str, torch.Tensor]) -> str:
@@ -181,7 +202,7 @@ def _shape_summary(state: dict[str, torch.Tensor]) -> str:
 
 
 def _load_checked(model: AlignNet, state: dict[str, torch.Tensor], where: str) -> None:
-    expected = _expected_shapes(model.config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     if expected != found:
         missing = sorted(set(expected) - set(found))

@@ -73,8 +73,8 @@ def load_checkpoint(path: Path, alignnet: AlignNet, optimizer, scheduler) -> dic
         rng = load_file(path / "rng.safetensors")
     except (OSError, ValueError) as e:
         raise X2IError(f"cannot resume from {path}: {e}") from e
-    if trained.config != alignnet.config:
-        raise X2IError(f"cannot resume from {path}: its AlignNet ({trained.config}) differs from this run's ({alignnet.config})")
+    if _settings(trained) != _settings(alignnet):
+        raise X2IError(f"cannot resume from {path}: its AlignNet ({_settings(trained)}) differs from this run's ({_settings(alignnet)})")
     alignnet.load_state_dict(trained.state_dict())
     optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
@@ -84,6 +84,10 @@ def load_checkpoint(path: Path, alignnet: AlignNet, optimizer, scheduler) -> dic
     version, internal, gauss = state["python_rng"]
     random.setstate((version, tuple(internal), gauss))
     return state
+
+
+def _settings(alignnet: AlignNet) -> dict:
+    return {k: v for k, v in alignnet.config.items() if not k.startswith("_")}
 
 
 def prune(directory: Path, keep: int) -> None:

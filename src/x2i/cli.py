@@ -1,19 +1,25 @@
-"""The `x2i` command line."""
+"""The `x2i` command line: generate, eval, distill, tiny-models, and the mini world's `mini ...`."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
 from x2i.errors import X2IError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from x2i.distill import DistillConfig
+    from x2i.mini.cli import add_mini_commands
+    from x2i.options import add_options
+
     parser = argparse.ArgumentParser(
         prog="x2i",
         description="X2I: a FLUX diffusion transformer conditioned by a multimodal LLM through AlignNet.",
@@ -27,15 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         "AlignNet, and denoise with FLUX. T5 and CLIP are never loaded. Without model flags, the shipped mini "
         "models run (a world of colored shapes, in en/zh/fr/de/es, from text, one or two images, or an image "
         "and an instruction).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DEFAULTS,
     )
     gen.add_argument("--prompt", default="", help="text in any language the MLLM reads; with --image, the instruction")
     gen.add_argument("--image", action="append", default=[], metavar="PATH", help="an input image (repeatable)")
     gen.add_argument("--out", default="x2i.png", type=Path, help="output image; with --num-images > 1, a grid (each image is also saved as OUT-N)")
-    gen.add_argument("--mllm", default=None, help="MLLM directory or hub id (Qwen2.5-VL); default: the shipped mini MLLM")
-    gen.add_argument("--flux", default=None, help="FLUX pipeline directory or hub id (T5/CLIP are not loaded); default: the shipped mini FLUX")
-    gen.add_argument("--alignnet", default=None, help="AlignNet directory, or an official diffusion_pytorch_model.bin; default: the shipped mini AlignNet")
-    gen.add_argument("--alignnet-preset", default=None, help="the MLLM an official .bin was trained for (qwen2.5-vl-7b, ...); inferred from its shapes when left out")
+    add_model_options(gen)
+    gen.add_argument("--alignnet-preset", default=None, help="the MLLM an official .bin was trained for (qwen2.5-vl-7b, ...); inferred from its shapes and the MLLM when left out")
     gen.add_argument("--seed", type=int, default=0, help="same seed, same image")
     gen.add_argument("--steps", type=int, default=28, help="denoising steps (28 for dev, 4 for schnell-like models)")
     gen.add_argument("--guidance", type=float, default=3.5, help="guidance for FLUX models with a guidance embedding")
@@ -52,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="score models in the mini world, GenEval-style, from a JSONL file of cases",
         description="Make an image for every case, read it back with the mini world's judge, and print the "
         "fraction of cases whose every expected attribute holds, per task and per language. The teacher "
-        "(FLUX with T5/CLIP) is scored on the English text2image cases.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "(FLUX with T5/CLIP) is scored on the English text2image cases; teacher and student get the same noise.",
+        formatter_class=DEFAULTS,
     )
     ev.add_argument("cases", type=Path, help="JSONL file of cases (make some with `x2i mini make-cases`)")
     ev.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -64,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--models", choices=("both", "teacher", "student"), default="both", help="which models to score")
     ev.add_argument("--seed", type=int, default=0, help="case i uses seed + i for its wording, render and noise")
     ev.add_argument("--steps", type=int, default=20, help="denoising steps")
+    ev.add_argument("--device", default="auto", help="cpu, cuda, ... (auto: cuda when available); the noise is the same on every device")
     ev.set_defaults(run=run_eval)
 
     dis = commands.add_parser(
@@ -73,67 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         "through AlignNet (student) see the same noise; AlignNet learns to make the student's attention outputs match "
         "the teacher's in every block. English captions only. Defaults: the shipped mini teacher and mini MLLM. "
         "For many GPUs or nodes: accelerate launch -m x2i.cli distill ...",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DEFAULTS,
     )
-    dis.add_argument("--prompts", required=True, type=Path, help="captions: .txt (one per line), .jsonl, or WebDataset .tar shards (a file or a directory)")
-    dis.add_argument("--out", required=True, type=Path, help="run directory: alignnet/, checkpoints/, log.jsonl, loss.png")
-    dis.add_argument("--mllm", default=None, help="MLLM directory or hub id (default: the shipped mini MLLM)")
-    dis.add_argument("--flux", default=None, help="FLUX pipeline with T5 and CLIP, the teacher (default: the shipped mini teacher)")
-    dis.add_argument("--caption-key", default="caption", help="JSON key of the caption in .jsonl lines or WebDataset .json members (the authors': caption_en)")
-    dis.add_argument("--steps", type=int, default=10000)
-    dis.add_argument("--batch", type=int, default=1, help="prompts per process per step; the global batch is this times the number of processes")
-    dis.add_argument("--lr", type=float, default=1e-4)
-    dis.add_argument("--warmup", type=int, default=100, help="linear warm-up steps before the cosine decay")
-    dis.add_argument("--weight-decay", type=float, default=1e-2)
-    dis.add_argument("--max-grad-norm", type=float, default=1.0)
-    dis.add_argument("--temperature", type=float, default=3.0)
-    dis.add_argument("--timesteps", choices=("original", "logit-normal"), default="original", help="original: t = 1.0 only, as the authors; logit-normal: t drawn per sample, latents from the teacher's own flow")
-    dis.add_argument("--height", type=int, default=None, help="default: the size the FLUX VAE was made for")
-    dis.add_argument("--width", type=int, default=None)
-    dis.add_argument("--guidance", type=float, default=3.5, help="for FLUX models with a guidance embedding")
-    dis.add_argument("--pad-to", type=int, default=None, metavar="N", help="left-pad MLLM prompts to N tokens, in training and (saved in the AlignNet) at inference; default: T5's length")
-    dis.add_argument("--fusion", choices=("conv", "scale"), default="conv", help="how AlignNet fuses the MLLM's layers")
-    dis.add_argument("--pooling", choices=("mean", "masked_mean"), default="masked_mean", help="how AlignNet pools the vector FLUX reads in place of CLIP's")
-    dis.add_argument("--prompt-dropout", type=float, default=0.0, metavar="P", help="with probability P hide a prompt's content from AlignNet, all but the chat template's closing tokens, so it also learns to read the MLLM's summary there (where image requests and captions look alike); 0: the original recipe")
-    dis.add_argument("--closing-tokens", type=int, default=6, metavar="K", help="how many final prompt tokens --prompt-dropout keeps (6 for Qwen2.5-VL: '}<|im_end|>\\n<|im_start|>assistant\\n')")
-    dis.add_argument("--seed", type=int, default=0)
-    dis.add_argument("--checkpoint-every", type=int, default=500, metavar="N")
-    dis.add_argument("--keep-checkpoints", type=int, default=3, metavar="K", help="older checkpoints are deleted (0: keep all)")
-    dis.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
-    dis.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false", help="faster, more memory")
+    add_options(dis, DistillConfig)
     dis.set_defaults(run=run_distill)
 
-    mini = commands.add_parser("mini", help="the built-in mini world: make cases, check the judge, rebuild the mini models")
-    mini_commands = mini.add_subparsers(dest="mini_command", required=True, metavar="STEP")
-    cases = mini_commands.add_parser("make-cases", help="write fresh eval cases as JSONL", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    cases.add_argument("--out", type=Path, required=True)
-    cases.add_argument("--n", type=int, default=50, help="cases per task and language")
-    cases.add_argument("--tasks", nargs="+", default=None, help="default: all four tasks")
-    cases.add_argument("--langs", nargs="+", default=None, help="default: en zh fr de es")
-    cases.add_argument("--objects", type=int, choices=(1, 2), default=None, help="objects per scene (default: 1 or 2)")
-    cases.add_argument("--seed", type=int, default=1)
-    cases.set_defaults(run=run_make_cases)
-    judge = mini_commands.add_parser("judge", help="the judge's accuracy and confusion per attribute on fresh renders")
-    judge.add_argument("--n", type=int, default=1000)
-    judge.add_argument("--seed", type=int, default=12345)
-    judge.set_defaults(run=run_check_judge)
-    prompts = mini_commands.add_parser("make-prompts", help="write English captions of random scenes, for x2i distill", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    prompts.add_argument("--out", type=Path, required=True)
-    prompts.add_argument("--n", type=int, default=50000)
-    prompts.add_argument("--seed", type=int, default=7)
-    prompts.set_defaults(run=run_make_prompts)
-    teacher = mini_commands.add_parser("train-teacher", help="rebuild the mini FLUX teacher (VAE, transformer, T5, CLIP)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    teacher.add_argument("--out", type=Path, required=True)
-    teacher.add_argument("--seed", type=int, default=0)
-    teacher.add_argument("--steps", type=int, default=6000, help="transformer training steps (stage 2)")
-    teacher.add_argument("--vae-steps", type=int, default=1000)
-    teacher.add_argument("--snapshots", type=int, nargs="*", default=[], metavar="STEP", help="also save the pipeline after these steps, to OUT/step-N")
-    teacher.set_defaults(run=run_train_teacher)
-    mllm = mini_commands.add_parser("train-mllm", help="rebuild the mini Qwen2.5-VL", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    mllm.add_argument("--out", type=Path, required=True)
-    mllm.add_argument("--seed", type=int, default=0)
-    mllm.add_argument("--steps", type=int, default=5000)
-    mllm.set_defaults(run=run_train_mllm)
+    add_mini_commands(commands)
 
     tiny = commands.add_parser(
         "tiny-models",
@@ -143,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(run=run_tiny_models)
     return parser
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mllm", default=None, help="MLLM directory or hub id (Qwen2.5-VL); default: the shipped mini MLLM")
+    parser.add_argument("--flux", default=None, help="FLUX pipeline directory or hub id (T5/CLIP are not loaded); default: the shipped mini FLUX")
+    parser.add_argument("--alignnet", default=None, help="AlignNet directory, or an official diffusion_pytorch_model.bin; default: the shipped mini AlignNet")
 
 
 def resolve_device_dtype(device: str, dtype: str):
@@ -169,10 +125,9 @@ def check_output_path(out: Path) -> None:
 
 
 def run_generate(args) -> None:
-    from x2i.encoders import load_encoder
     from x2i.images import load_image, make_grid
     from x2i.mini import weights_dir
-    from x2i.pipeline import X2IPipeline, check_size, load_alignnet, load_flux
+    from x2i.pipeline import X2IPipeline
     from x2i.request import Request
 
     # Everything the user typed is checked before any model is loaded.
@@ -182,22 +137,13 @@ def run_generate(args) -> None:
         raise X2IError("--steps and --num-images must be at least 1")
     device, dtype = resolve_device_dtype(args.device, args.dtype)
 
-    # The same steps as X2IPipeline.from_pretrained, with the size checked before the MLLM loads.
     # Without model flags: the shipped mini models (the mini FLUX is the teacher, loaded without T5/CLIP).
-    alignnet = load_alignnet(args.alignnet or weights_dir("alignnet"), dtype, preset=args.alignnet_preset).to(device)
-    flux = load_flux(args.flux or weights_dir("teacher"), dtype).to(device)
-    height, width = args.height or flux.vae.config.sample_size, args.width or flux.vae.config.sample_size
-    check_size(flux, height, width)
-    pipe = X2IPipeline(load_encoder(args.mllm or weights_dir("mllm"), device=device, dtype=dtype), alignnet, flux, pad_to=args.pad_to)
-    images = pipe(
-        request,
-        height=height,
-        width=width,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        num_images_per_prompt=args.num_images,
-        seed=args.seed,
+    pipe = X2IPipeline.from_pretrained(
+        mllm=args.mllm or weights_dir("mllm"), flux=args.flux or weights_dir("teacher"), alignnet=args.alignnet or weights_dir("alignnet"),
+        device=device, dtype=dtype, pad_to=args.pad_to, alignnet_preset=args.alignnet_preset, height=args.height, width=args.width,
     )
+    images = pipe(request, height=args.height, width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                  num_images_per_prompt=args.num_images, seed=args.seed)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if len(images) == 1:
@@ -214,22 +160,23 @@ def run_generate(args) -> None:
 def run_eval(args) -> None:
     import json
 
-    from x2i.encoders import load_encoder
+    from x2i.loaders import load_alignnet, load_encoder, load_flux
     from x2i.mini import weights_dir
     from x2i.mini.eval import load_cases, run_student, run_teacher, save_results, summarize
-    from x2i.pipeline import X2IPipeline, load_alignnet, load_flux
+    from x2i.pipeline import X2IPipeline
 
     cases = load_cases(args.cases)
+    device, _ = resolve_device_dtype(args.device, "float32")
     teacher_path = args.teacher or weights_dir("teacher")
     report, results, teacher = {"teacher": None, "student": None, "n": len(cases)}, [], None
     if args.models in ("both", "teacher"):
-        teacher = load_flux(teacher_path, text_encoders=True)
+        teacher = load_flux(teacher_path, text_encoders=True).to(device)
         results += run_teacher(teacher, cases, seed=args.seed, steps=args.steps)
         report["teacher"] = summarize(results)
     if args.models in ("both", "student"):
-        alignnet = load_alignnet(args.alignnet or weights_dir("alignnet"))
-        flux = teacher or load_flux(teacher_path)  # the student denoises with the teacher's FLUX; T5/CLIP go unused
-        student = X2IPipeline(load_encoder(args.mllm or weights_dir("mllm")), alignnet, flux)
+        alignnet = load_alignnet(args.alignnet or weights_dir("alignnet")).to(device)
+        flux = teacher or load_flux(teacher_path).to(device)  # the student denoises with the teacher's FLUX; T5/CLIP go unused
+        student = X2IPipeline(load_encoder(args.mllm or weights_dir("mllm"), device=device), alignnet, flux)
         student_results = run_student(student, cases, seed=args.seed, steps=args.steps)
         report["student"] = summarize(student_results)
         results += student_results
@@ -248,82 +195,13 @@ def run_eval(args) -> None:
                     print(f"  {name}: {part}")
 
 
-def run_make_cases(args) -> None:
-    import json
-
-    from x2i.mini.eval import TASKS, make_cases
-    from x2i.mini.world import LANGUAGES
-
-    tasks, langs = args.tasks or TASKS, args.langs or LANGUAGES
-    unknown = [t for t in tasks if t not in TASKS] + [lang for lang in langs if lang not in LANGUAGES]
-    if unknown:
-        raise X2IError(f"unknown task or language {unknown}; tasks: {', '.join(TASKS)}; languages: {', '.join(LANGUAGES)}")
-    cases = make_cases(args.n, tasks, langs, seed=args.seed, num_objects=args.objects)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(c) + "\n" for c in cases))
-    print(f"wrote {len(cases)} cases to {args.out}")
-
-
 def run_distill(args) -> None:
-    import time
-
-    from x2i.mini import weights_dir
-    from x2i.train import DistillConfig, distill
-
-    config = DistillConfig(
-        prompts=str(args.prompts), out=str(args.out), mllm=args.mllm or str(weights_dir("mllm")),
-        flux=args.flux or str(weights_dir("teacher")), caption_key=args.caption_key, steps=args.steps,
-        batch=args.batch, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm, temperature=args.temperature, timesteps=args.timesteps,
-        height=args.height, width=args.width, guidance=args.guidance, pad_to=args.pad_to, fusion=args.fusion,
-        pooling=args.pooling, prompt_dropout=args.prompt_dropout, closing_tokens=args.closing_tokens, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints, resume=args.resume, gradient_checkpointing=args.gradient_checkpointing,
-    )
-    start = time.time()
-    path = distill(config)
-    print(f"wrote the AlignNet to {path} in {time.time() - start:.0f} s (loss curve: {args.out / 'loss.png'})")
-
-
-def run_make_prompts(args) -> None:
-    from x2i.mini.teacher import english_corpus
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(line + "\n" for line in english_corpus(args.n, args.seed)))
-    print(f"wrote {args.n} English captions to {args.out}")
-
-
-def run_check_judge(args) -> None:
-    from x2i.mini.judge import check_judge
-
-    report = check_judge(args.n, args.seed)
-    print(f"{report['renders']} renders: scene accuracy {report['scene_accuracy']:.4f}, wrong object counts {report['object_count_errors']}")
-    for attr, matrix in report["confusion"].items():
-        print(f"\n{attr}: accuracy {report['attribute_accuracy'][attr]:.4f} (rows: truth, columns: judged)")
-        values = list(matrix)
-        print("  " + "".join(f"{v:>9}" for v in ["", *values]))
-        for truth in values:
-            print("  " + f"{truth:>9}" + "".join(f"{matrix[truth][v]:>9}" for v in values))
-
-
-def run_train_teacher(args) -> None:
-    import time
-
-    from x2i.mini.teacher import TeacherConfig, train_teacher
+    from x2i.distill import DistillConfig, distill
+    from x2i.options import config_from_args
 
     start = time.time()
-    config = TeacherConfig(seed=args.seed, steps=args.steps, vae_steps=args.vae_steps)
-    path = train_teacher(config, args.out, snapshots=tuple(args.snapshots))
-    print(f"wrote the mini teacher to {path} in {time.time() - start:.0f} s")
-
-
-def run_train_mllm(args) -> None:
-    import time
-
-    from x2i.mini.mllm import MLLMConfig, train_mllm
-
-    start = time.time()
-    path = train_mllm(MLLMConfig(seed=args.seed, steps=args.steps), args.out)
-    print(f"wrote the mini MLLM to {path} in {time.time() - start:.0f} s")
+    path = distill(config_from_args(DistillConfig, args))
+    print(f"wrote the AlignNet to {path} in {time.time() - start:.0f} s (loss curve: {Path(args.out) / 'loss.png'})")
 
 
 def run_tiny_models(args) -> None:
@@ -336,8 +214,8 @@ def run_tiny_models(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     _quiet_libraries()
+    args = build_parser().parse_args(argv)
     try:
         args.run(args)
     except X2IError as e:
@@ -354,6 +232,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", category=FutureWarning)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,62 +7,19 @@ packing and unpacking, and the VAE decode exactly as it does for FLUX itself.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from diffusers import FluxPipeline
-from safetensors import SafetensorError
 from PIL import Image
 
 from x2i.alignnet import AlignNet
-from x2i.encoders import MLLMEncoder, load_encoder
+from x2i.conditioning import FluxConditioning, condition
+from x2i.encoders import MLLMEncoder
 from x2i.errors import X2IError
-from x2i.hub import resolve, unreachable
+from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, load_flux
 from x2i.request import Request
-
-# Without T5 and CLIP; those are only needed to distill a teacher, never to generate with X2I.
-NO_TEXT_ENCODERS = dict(text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
-
-
-def load_flux(path: str | Path, dtype: torch.dtype = torch.float32, text_encoders: bool = False) -> FluxPipeline:
-    """A FLUX pipeline (FLUX.1-dev, schnell, or a derivative) from a directory or hub id; T5 and CLIP
-    only when `text_encoders` (to run FLUX itself, the distillation teacher)."""
-    location = resolve(path, "FLUX")
-    if isinstance(location, Path):
-        index = location / "model_index.json"
-        if not index.is_file():
-            raise X2IError(f"{path} is not a diffusers pipeline directory: it has no model_index.json")
-        try:
-            components = json.loads(index.read_text())
-        except ValueError as e:
-            raise X2IError(f"{index} is not valid JSON ({e})") from e
-        class_name = components.get("_class_name", "")
-        if "Flux" not in class_name:
-            raise X2IError(f"{path} holds a {class_name or 'unnamed'} pipeline, not a FLUX one")
-        if text_encoders and any(components.get(k, [None])[0] is None for k in ("text_encoder", "text_encoder_2")):
-            raise X2IError(f"{path} has no T5/CLIP text encoders: running FLUX itself (the distillation teacher) needs them")
-    try:
-        return FluxPipeline.from_pretrained(location, dtype=dtype, **({} if text_encoders else NO_TEXT_ENCODERS))
-    except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # missing or corrupt files, unreachable hub
-        if isinstance(location, str):
-            raise unreachable("FLUX", location, e) from e
-        raise X2IError(f"cannot load FLUX from {path}: {str(e).splitlines()[0]}") from e
-
-def load_alignnet(path: str | Path, dtype: torch.dtype = torch.float32, preset: str | None = None) -> AlignNet:
-    """Our AlignNet directory, or one of the authors' released `.bin` files (`preset` inferred when None)."""
-    if Path(path).is_file():
-        return AlignNet.from_official(path, preset=preset).to(dtype)
-    if preset is not None:
-        raise X2IError(f"a preset applies to the authors' checkpoint files; {path} is not a file")
-    return AlignNet.from_pretrained(path, dtype=dtype)
-
-
-def check_size(flux: FluxPipeline, height: int, width: int) -> None:
-    multiple = flux.vae_scale_factor * 2  # VAE downsampling, then 2x2 latent packing
-    if height <= 0 or width <= 0 or height % multiple or width % multiple:
-        raise X2IError(f"FLUX needs height and width that are positive multiples of {multiple}; got {height}x{width}")
 
 
 class X2IPipeline:
@@ -84,11 +41,20 @@ class X2IPipeline:
         dtype: torch.dtype = torch.float32,
         pad_to: int | None = None,
         alignnet_preset: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
     ) -> X2IPipeline:
-        alignnet_model = load_alignnet(alignnet, dtype, preset=alignnet_preset).to(device)
+        """Load the three parts. AlignNet and FLUX come first and the size (when given) is checked
+        against FLUX before the MLLM, the largest part, loads."""
+        alignnet_model = load_alignnet(alignnet, dtype, preset=alignnet_preset, mllm=mllm).to(device)
         flux_pipe = load_flux(flux, dtype).to(device)
-        encoder = load_encoder(mllm, device=device, dtype=dtype)  # the largest part, loaded last
+        check_size(flux_pipe, height or default_size(flux_pipe), width or default_size(flux_pipe))
+        encoder = load_encoder(mllm, device=device, dtype=dtype)
         return cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to)
+
+    @property
+    def default_size(self) -> int:
+        return default_size(self.flux)
 
     def _check_fit(self) -> None:
         a, t = self.alignnet.config, self.flux.transformer.config
@@ -103,45 +69,49 @@ class X2IPipeline:
                 f"joint_attention_dim {t.joint_attention_dim} and pooled_projection_dim {t.pooled_projection_dim}"
             )
 
+    def _generators(self, seed, num_images: int):
+        device = self.flux.transformer.device
+        if seed is None or isinstance(seed, int):
+            return None if seed is None else torch.Generator(device).manual_seed(seed)
+        if len(seed) != num_images:  # one seed per image, so each image is reproducible on its own
+            raise X2IError(f"{len(seed)} seeds for {num_images} images")
+        return [torch.Generator(device).manual_seed(s) for s in seed]
+
     @torch.no_grad()
-    def encode(self, requests: Sequence[Request]):
+    def encode(self, requests: Sequence[Request]) -> FluxConditioning:
         """MLLM -> AlignNet: the conditioning FLUX reads in place of T5/CLIP."""
-        states = self.encoder.encode(requests, pad_to=self.pad_to)
-        hidden = states.hidden_states.to(self.alignnet.mlp.layernorm.weight.dtype)
-        return self.alignnet(hidden, attention_mask=states.attention_mask)
+        return condition(self.alignnet, self.encoder.encode(requests, pad_to=self.pad_to))
 
     @torch.no_grad()
     def __call__(
         self,
         request: Request | Sequence[Request],
-        height: int = 1024,
-        width: int = 1024,
+        height: int | None = None,
+        width: int | None = None,
         num_inference_steps: int = 28,
         guidance_scale: float = 3.5,
         num_images_per_prompt: int = 1,
         seed: int | Sequence[int] | None = 0,
         show_progress: bool = True,
+        generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> list[Image.Image]:
+        """`seed` makes the noise on the pipeline's device (one seed per image for a list); a
+        `generator` (or one per image) replaces it, e.g. CPU generators for the same noise on any device."""
         requests = [request] if isinstance(request, Request) else list(request)
         if not requests:
             raise X2IError("empty request list")
         if num_inference_steps < 1 or num_images_per_prompt < 1:
             raise X2IError("steps and number of images must be at least 1")
+        height, width = height or self.default_size, width or self.default_size
         check_size(self.flux, height, width)
 
         conditioning = self.encode(requests)
 
-        device = self.flux.transformer.device
-        if seed is None or isinstance(seed, int):
-            generator = None if seed is None else torch.Generator(device).manual_seed(seed)
-        else:  # one seed per image, so each image is reproducible on its own
-            if len(seed) != len(requests) * num_images_per_prompt:
-                raise X2IError(f"{len(seed)} seeds for {len(requests) * num_images_per_prompt} images")
-            generator = [torch.Generator(device).manual_seed(s) for s in seed]
+        if generator is None:
+            generator = self._generators(seed, len(requests) * num_images_per_prompt)
         self.flux.set_progress_bar_config(disable=not show_progress, desc="denoising")
         return self.flux(
-            prompt_embeds=conditioning.prompt_embeds.to(self.flux.transformer.dtype),
-            pooled_prompt_embeds=conditioning.pooled_prompt_embeds.to(self.flux.transformer.dtype),
+            **conditioning.pipeline_kwargs(self.flux.transformer.dtype),
             height=height,
             width=width,
             num_inference_steps=num_inference_steps,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from x2i.alignnet import AlignNet, AlignNetConfig
+from x2i.alignnet import AlignNet
 
 # Qwen2-VL's own chat template (vision placeholders, default system prompt).
 QWEN_VL_CHAT_TEMPLATE = (
@@ -145,38 +145,55 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, num_layers: int = 2, 
     return save_qwen2_5_vl(model, tokenizer, image_processor, path)
 
 
-def build_tiny_flux(path: str | Path, seed: int = 0, joint_attention_dim: int = 32, pooled_projection_dim: int = 16) -> Path:
-    """Save a tiny random FLUX pipeline (transformer, VAE, scheduler; no T5/CLIP) to `path`."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+def build_flux_transformer(
+    latent_channels: int, num_layers: int, num_single_layers: int, num_attention_heads: int, attention_head_dim: int,
+    joint_attention_dim: int, pooled_projection_dim: int, guidance_embeds: bool, axes_dims_rope: tuple[int, int, int],
+):
+    """A randomly initialised `FluxTransformer2DModel` for latents of `latent_channels`, packed 2x2."""
+    from diffusers import FluxTransformer2DModel
 
-    torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(
+    return FluxTransformer2DModel(
         patch_size=1,
-        in_channels=16,  # 4 latent channels packed 2x2
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
+        in_channels=4 * latent_channels,
+        num_layers=num_layers,
+        num_single_layers=num_single_layers,
+        attention_head_dim=attention_head_dim,
+        num_attention_heads=num_attention_heads,
         joint_attention_dim=joint_attention_dim,
         pooled_projection_dim=pooled_projection_dim,
-        guidance_embeds=True,
-        axes_dims_rope=(4, 4, 8),
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=axes_dims_rope,
     )
-    vae = AutoencoderKL(
+
+
+def build_flux_vae(block_out_channels: tuple[int, ...], latent_channels: int, norm_num_groups: int, sample_size: int, **factors):
+    """A randomly initialised FLUX-style `AutoencoderKL` (no quant convs); each block halves the size
+    but the last."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * len(block_out_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(block_out_channels),
+        block_out_channels=block_out_channels,
         layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
+        latent_channels=latent_channels,
+        norm_num_groups=norm_num_groups,
+        sample_size=sample_size,
         use_quant_conv=False,
         use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
+        **factors,
     )
+
+
+def build_tiny_flux(path: str | Path, seed: int = 0, joint_attention_dim: int = 32, pooled_projection_dim: int = 16) -> Path:
+    """Save a tiny random FLUX pipeline (transformer, VAE, scheduler; no T5/CLIP) to `path`."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    torch.manual_seed(seed)
+    transformer = build_flux_transformer(4, 1, 1, 2, 16, joint_attention_dim, pooled_projection_dim, guidance_embeds=True, axes_dims_rope=(4, 4, 8))
+    vae = build_flux_vae((8, 16), 4, 4, 32, shift_factor=0.0609, scaling_factor=1.5035)
     # FLUX.1-dev's scheduler settings: resolution-dependent shift of the timesteps.
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
@@ -196,11 +213,6 @@ def build_tiny_models(directory: str | Path, seed: int = 0) -> dict[str, Path]:
     mllm = build_tiny_qwen2_5_vl(directory / "mllm", seed=seed, num_layers=2, hidden_size=32)
     flux = build_tiny_flux(directory / "flux", seed=seed, joint_attention_dim=32, pooled_projection_dim=16)
     torch.manual_seed(seed)
-    alignnet = AlignNet(
-        AlignNetConfig(
-            num_hidden_states=3, hidden_size=32, joint_attention_dim=32, pooled_projection_dim=16,
-            pooling="masked_mean",
-        )
-    )
+    alignnet = AlignNet(num_hidden_states=3, hidden_size=32, joint_attention_dim=32, pooled_projection_dim=16, pooling="masked_mean")
     alignnet.save_pretrained(directory / "alignnet")
     return {"mllm": mllm, "flux": flux, "alignnet": directory / "alignnet"}

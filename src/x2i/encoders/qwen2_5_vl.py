@@ -100,17 +100,14 @@ class Qwen2_5_VLEncoder(MLLMEncoder):
             messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
         return messages
 
+    def prompt_text(self, request: Request, answer: str | None = None) -> str:
+        """The chat text the processor tokenizes (image placeholders not yet expanded)."""
+        return self.processor.apply_chat_template(self.chat(request, answer), tokenize=False, add_generation_prompt=answer is None)
+
     def prepare(self, requests: Sequence[Request], pad_to: int | None = None, answers: Sequence[str] | None = None):
         """Processor outputs (input_ids, attention_mask, mm_token_type_ids, pixel_values, ...).
         Without `answers` each prompt ends with the assistant's turn opened, as for generation."""
-        texts = [
-            self.processor.apply_chat_template(
-                self.chat(r, None if answers is None else answers[i]),
-                tokenize=False,
-                add_generation_prompt=answers is None,
-            )
-            for i, r in enumerate(requests)
-        ]
+        texts = [self.prompt_text(r, None if answers is None else answers[i]) for i, r in enumerate(requests)]
         images = [image for r in requests for image in r.images] or None
         inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
         if pad_to and inputs["input_ids"].shape[1] < pad_to:

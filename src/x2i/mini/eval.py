@@ -21,24 +21,8 @@ from tqdm.auto import tqdm
 
 from x2i.errors import X2IError
 from x2i.mini.judge import read_objects, scene_correct
-from x2i.mini.world import (
-    ATTRIBUTES,
-    EDIT_OPS,
-    LANGUAGES,
-    POSITIONS,
-    VALUES,
-    apply_edit,
-    caption,
-    combine,
-    instruction,
-    random_edit,
-    random_object,
-    random_scene,
-    render,
-)
-
-TASKS = ("text2image", "image2image", "imagetext2image", "multiimage2image")
-
+from x2i.mini.language import caption, instruction
+from x2i.mini.world import ATTRIBUTES, EDIT_OPS, LANGUAGES, POSITIONS, TASKS, VALUES, apply_edit, combine, random_edit, random_object, random_scene, render
 
 # ---- cases --------------------------------------------------------------------------------------
 
@@ -48,7 +32,7 @@ def make_cases(n: int, tasks=TASKS, langs=LANGUAGES, seed: int = 0, num_objects:
     rng = random.Random(seed)
     cases = []
     for task in tasks:
-        for lang in langs if task in ("text2image", "imagetext2image") else ("en",):
+        for lang in langs if TASKS[task]["text"] else ("en",):
             for _ in range(n):
                 scene = random_scene(rng, num_objects)
                 if task == "text2image":
@@ -94,7 +78,7 @@ def load_cases(path: str | Path) -> list[dict]:
         if case["lang"] not in LANGUAGES:
             raise X2IError(f"{where}: lang must be one of {', '.join(LANGUAGES)}")
         _check_scene(case.get("expect"), where, complete=False)
-        needs_images = {"text2image": 0, "image2image": 1, "imagetext2image": 1, "multiimage2image": 2}[case["task"]]
+        needs_images = TASKS[case["task"]]["images"]
         images = case.get("images", [])
         if len(images) < needs_images or (needs_images == 0 and images):
             raise X2IError(f"{where}: a {case['task']} case takes {needs_images or 'no'} input image(s)")
@@ -179,7 +163,8 @@ def run_teacher(teacher, cases: list[dict], seed: int, steps: int, batch: int = 
 
 @torch.no_grad()
 def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True):
-    """Images from X2I (MLLM -> AlignNet -> FLUX) for every case, with the teacher's wording and noise."""
+    """Images from X2I (MLLM -> AlignNet -> FLUX) for every case, with the teacher's wording and noise
+    (the same CPU generators as `run_teacher`, on every device)."""
     from x2i.request import Request
 
     results, indexed = [], list(enumerate(cases))
@@ -188,7 +173,7 @@ def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int =
         inputs = [case_inputs(c, random.Random(seed + i)) for i, c in part]
         images = pipeline(
             [Request(text, imgs) for text, imgs in inputs], height=64, width=64, num_inference_steps=steps,
-            seed=[seed + i for i, _ in part], show_progress=False,
+            generator=[torch.Generator().manual_seed(seed + i) for i, _ in part], show_progress=False,
         )
         for (i, case), (text, _), image in zip(part, inputs, images):
             results.append(_judged(i, case, text, image, "student"))

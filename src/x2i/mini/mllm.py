@@ -20,49 +20,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers.optimization import get_cosine_schedule_with_warmup
-from tqdm.auto import tqdm
 from transformers import Qwen2VLImageProcessorPil
 
+from x2i.mini.training import train_loop
 from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder, load_processor
-from x2i.mini.world import (
-    COLORS,
-    IMAGE_SIZE,
-    LANGUAGES,
-    POSITIONS,
-    SHAPES,
-    SIZES,
-    WORDS,
-    caption,
-    combine,
-    describe,
-    edit,
-    random_edit,
-    random_object,
-    random_scene,
-    render,
-)
+from x2i.mini.language import WORDS, caption, describe, edit
+from x2i.mini.world import COLORS, IMAGE_SIZE, LANGUAGES, POSITIONS, SHAPES, SIZES, combine, random_edit, random_object, random_scene, render
+from x2i.options import option
 from x2i.request import Request
 from x2i.tiny import QWEN_VL_CHAT_TEMPLATE, build_qwen2_5_vl, build_qwen_tokenizer, save_qwen2_5_vl
 
-TASKS = {"text2image": 4, "image2image": 1, "imagetext2image": 3, "multiimage2image": 1, "question": 1}
+# The training mix: the world's tasks, and questions about an image (an MLLM-only task).
+TRAINING_MIX = {"text2image": 4, "image2image": 1, "imagetext2image": 3, "multiimage2image": 1, "question": 1}
 
 
 @dataclass
 class MLLMConfig:
-    seed: int = 0
-    steps: int = 5000
-    batch: int = 32
-    lr: float = 1e-3
-    warmup: int = 200
-    hidden_size: int = 128
-    num_layers: int = 4
-    vision_depth: int = 2
-    vision_hidden_size: int = 64
-    patch_size: int = 8  # 64 px images -> 8x8 patches -> 16 image tokens after 2x2 merging
-    vocab_size: int = 2000
-    probe_weight: float = 1.0  # weight of the scene probe's loss next to the answer's (0: no probe)
-    probe_tokens: int = 6  # "}<|im_end|>\n<|im_start|>assistant\n": the prompt's last tokens
+    seed: int = option(0, "seed of the tokenizer, the initialisation and the data")
+    steps: int = option(5000, "training steps")
+    batch: int = option(32, "requests per step")
+    lr: float = option(1e-3, "learning rate")
+    warmup: int = option(200, "warm-up steps")
+    hidden_size: int = option(128, "language model width")
+    num_layers: int = option(4, "language model layers")
+    vision_depth: int = option(2, "vision tower blocks")
+    vision_hidden_size: int = option(64, "vision tower width")
+    patch_size: int = option(8, "64 px images -> 8x8 patches -> 16 image tokens after 2x2 merging")
+    vocab_size: int = option(2000, "BPE vocabulary over the five languages")
+    probe_weight: float = option(1.0, "weight of the scene probe's loss next to the answer's (0: no probe)")
+    probe_tokens: int = option(6, "prompt tokens the probe reads: the chat template's closing ones")
 
 
 def question(scene: dict, rng: random.Random) -> tuple[str, str]:
@@ -90,7 +76,7 @@ def sample_example(rng: random.Random, task: str | None = None) -> tuple[Request
 
 def sample_with_scene(rng: random.Random, task: str | None = None) -> tuple[Request, str, dict]:
     """A request, its answer, and the scene it is about (the result, for edits and pairs)."""
-    task = task or rng.choices(list(TASKS), weights=list(TASKS.values()))[0]
+    task = task or rng.choices(list(TRAINING_MIX), weights=list(TRAINING_MIX.values()))[0]
     lang = rng.choice(LANGUAGES)
     scene = random_scene(rng)
     if task == "text2image":
@@ -168,11 +154,9 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
     model.train().requires_grad_(True)
     probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
 
-    optimizer = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=config.lr, weight_decay=1e-2)
-    schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
     rng = random.Random(config.seed + 1)
-    bar = tqdm(range(config.steps), desc="mini MLLM", disable=not progress)
-    for _ in bar:
+
+    def step(_):
         requests, answers, scenes = zip(*(sample_with_scene(rng) for _ in range(config.batch)))
         inputs = encoder.prepare(requests, answers=answers)
         labels = answer_labels(encoder, inputs, answers)
@@ -180,10 +164,10 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         loss = result.loss
         if config.probe_weight:
             loss = loss + config.probe_weight * probe_loss(probe, result.hidden_states[-1], labels, scenes, config.probe_tokens)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        return loss, {}
+
+    train_loop("mini MLLM", config.steps, [*model.parameters(), *probe.parameters()], step, lr=config.lr, warmup=config.warmup,
+               clip=list(model.parameters()), progress=progress)
     model.eval()
     return save_qwen2_5_vl(model, tokenizer, image_processor, out)
 
@@ -212,5 +196,5 @@ def answer_accuracy(encoder: Qwen2_5_VLEncoder, n: int = 100, seed: int = 777) -
     rng = random.Random(seed)
     return {
         task: sum(answer(encoder, request) == expected for request, expected in (sample_example(rng, task) for _ in range(n))) / n
-        for task in TASKS
+        for task in TRAINING_MIX
     }

@@ -25,36 +25,39 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
 
-from x2i.mini.world import ATTRIBUTES, VALUES, caption, caption_with_spans, random_scene, render
+from x2i.mini.training import train_loop
+from x2i.options import option
+from x2i.tiny import build_flux_transformer, build_flux_vae
+from x2i.mini.language import caption, caption_with_spans
+from x2i.mini.world import ATTRIBUTES, VALUES, random_scene, render
 
 TEXT_LENGTH = 32  # T5 and CLIP token budget; every English caption of the world fits
 
 
 @dataclass
 class TeacherConfig:
-    seed: int = 0
-    vae_steps: int = 1000
-    vae_batch: int = 32
-    steps: int = 6000
-    batch: int = 64
-    lr: float = 1e-3
-    warmup: int = 200
-    ema_decay: float = 0.999
-    decoder_steps: int = 600
-    dataset: int = 30000  # scenes rendered and encoded once; captions are re-worded every step
-    two_objects: float = 0.5  # share of two-object scenes in the dataset
-    heads: int = 4  # transformer width = heads x 32
-    double_layers: int = 2
-    single_layers: int = 4
-    t5_layers: int = 2
-    t5_width: int = 96
-    caption_dropout: float = 0.0  # share of empty captions, for classifier-free guidance
-    binding_weight: float = 0.5  # weight of the T5 binding probe (see binding_labels)
+    seed: int = option(0, "seed of every stage")
+    vae_steps: int = option(1000, "stage 1: VAE training steps")
+    vae_batch: int = option(32, "renders per VAE step")
+    steps: int = option(6000, "stage 2: transformer + text encoder steps")
+    batch: int = option(64, "captioned latents per stage-2 step")
+    lr: float = option(1e-3, "stage-2 learning rate")
+    warmup: int = option(200, "stage-2 warm-up steps")
+    ema_decay: float = option(0.999, "EMA of the stage-2 weights (the EMA weights are saved)")
+    decoder_steps: int = option(600, "stage 3: VAE decoder steps on latent means")
+    dataset: int = option(30000, "scenes rendered and encoded once; captions are re-worded every step")
+    two_objects: float = option(0.5, "share of two-object scenes in the dataset")
+    heads: int = option(4, "transformer width = heads x 32")
+    double_layers: int = option(2, "double-stream blocks")
+    single_layers: int = option(4, "single-stream blocks")
+    t5_layers: int = option(2, "T5 layers")
+    t5_width: int = option(96, "T5 width (the joint attention dim)")
+    caption_dropout: float = option(0.0, "share of empty captions, for classifier-free guidance")
+    binding_weight: float = option(0.5, "weight of the training-only T5 binding probe (see binding_labels)")
 
 
 # ---- text ---------------------------------------------------------------------------------------
@@ -89,19 +92,7 @@ def build_t5_tokenizer(corpus: list[str]) -> T5Tokenizer:
 
 
 def build_vae() -> AutoencoderKL:
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(16, 32, 64),  # two downsamplings: 64 px -> 16x16 latents
-        layers_per_block=1,
-        latent_channels=8,
-        norm_num_groups=8,
-        sample_size=64,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    return build_flux_vae((16, 32, 64), latent_channels=8, norm_num_groups=8, sample_size=64)  # 64 px -> 16x16 latents
 
 
 def build_text_encoders(clip_tokenizer: CLIPTokenizer, t5_tokenizer: T5Tokenizer, t5_layers: int = 2, t5_width: int = 96):
@@ -137,18 +128,9 @@ def build_text_encoders(clip_tokenizer: CLIPTokenizer, t5_tokenizer: T5Tokenizer
 
 
 def build_transformer(joint_attention_dim: int, pooled_projection_dim: int, config: TeacherConfig) -> FluxTransformer2DModel:
-    return FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=32,  # 8 latent channels packed 2x2
-        num_layers=config.double_layers,
-        num_single_layers=config.single_layers,
-        attention_head_dim=32,
-        num_attention_heads=config.heads,
-        joint_attention_dim=joint_attention_dim,
-        pooled_projection_dim=pooled_projection_dim,
-        guidance_embeds=False,  # schnell-like: no guidance embedding
-        axes_dims_rope=(8, 12, 12),
-    )
+    # schnell-like: no guidance embedding
+    return build_flux_transformer(8, config.double_layers, config.single_layers, config.heads, 32, joint_attention_dim,
+                                  pooled_projection_dim, guidance_embeds=False, axes_dims_rope=(8, 12, 12))
 
 
 def build_scheduler() -> FlowMatchEulerDiscreteScheduler:
@@ -169,17 +151,11 @@ def render_batch(rng: random.Random, n: int, two_objects: float = 0.5):
     return scenes, to_tensor([render(s, rng) for s in scenes])
 
 
-def encode_text(tokenizers, encoders, texts: list[str]):
-    """(prompt_embeds, pooled) exactly as FluxPipeline computes them: T5 sequence padded to its
-    full length, CLIP's pooled output."""
-    clip_tok, t5_tok = tokenizers
-    clip, t5 = encoders
-    device = t5.device
-    t5_ids = t5_tok(texts, padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt").input_ids
-    clip_ids = clip_tok(texts, padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt").input_ids
-    prompt_embeds = t5(t5_ids.to(device), output_hidden_states=False)[0]
-    pooled = clip(clip_ids.to(device), output_hidden_states=False).pooler_output
-    return prompt_embeds, pooled
+def pack_latents(latents: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> FLUX's packed [B, H/2 * W/2, 4C] (2x2 patches, channels first within a patch),
+    as `FluxPipeline.prepare_latents` packs its noise; diffusers has no public function for given latents."""
+    b, c, h, w = latents.shape
+    return latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
 
 
 def binding_labels(t5_tokenizer: T5Tokenizer, texts: list[str], spans: list[list[tuple[int, int]]], scenes: list[dict]) -> torch.Tensor:
@@ -206,18 +182,15 @@ def train_vae(config: TeacherConfig, progress: bool = True) -> AutoencoderKL:
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     vae = build_vae().train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
-    schedule = get_cosine_schedule_with_warmup(optimizer, 50, config.vae_steps)
-    bar = tqdm(range(config.vae_steps), desc="VAE", disable=not progress)
-    for _ in bar:
+
+    def step(_):
         _, pixels = render_batch(rng, config.vae_batch)
         posterior = vae.encode(pixels).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
-        loss = F.mse_loss(reconstruction, pixels) + 1e-6 * posterior.kl().mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        return F.mse_loss(reconstruction, pixels) + 1e-6 * posterior.kl().mean(), {}
+
+    params = list(vae.parameters())
+    train_loop("VAE", config.vae_steps, params, step, lr=1e-3, weight_decay=0.0, warmup=50, clip=params, progress=progress)
     return vae.eval()
 
 
@@ -227,16 +200,14 @@ def finetune_decoder(vae: AutoencoderKL, config: TeacherConfig, progress: bool =
     orange, orange vs yellow.) The encoder and so the latent space stay as they are."""
     rng = random.Random(config.seed + 11)
     vae.requires_grad_(False).decoder.requires_grad_(True).train()
-    optimizer = torch.optim.AdamW(vae.decoder.parameters(), lr=1e-3)
-    bar = tqdm(range(config.decoder_steps), desc="VAE decoder", disable=not progress)
-    for _ in bar:
+
+    def step(_):
         _, pixels = render_batch(rng, config.vae_batch)
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.mode()
-        loss = F.mse_loss(vae.decode(latents).sample, pixels)
-        loss.backward()
-        optimizer.step(), optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        return F.mse_loss(vae.decode(latents).sample, pixels), {}
+
+    train_loop("VAE decoder", config.decoder_steps, vae.decoder.parameters(), step, lr=1e-3, progress=progress)
     return vae.requires_grad_(False).eval()
 
 
@@ -284,8 +255,6 @@ def train_teacher(
     classes = [len(VALUES[a]) for a in ATTRIBUTES]
     probe = torch.nn.Linear(t5.config.d_model, sum(classes)).to(device)  # training only, not saved
     trained = params + list(probe.parameters())
-    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=1e-2)
-    schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
     ema = EMAModel(params, decay=config.ema_decay)
 
     def pipeline() -> FluxPipeline:
@@ -294,11 +263,12 @@ def train_teacher(
             text_encoder_2=t5, tokenizer_2=tokenizers[1], transformer=transformer,
         )
 
-    h = w = latents.shape[-1]
-    image_ids = FluxPipeline._prepare_latent_image_ids(config.batch, h // 2, w // 2, device, torch.float32)
-    text_ids = torch.zeros(TEXT_LENGTH, 3, device=device)
-    bar = tqdm(range(1, config.steps + 1), desc="teacher", disable=not progress)
-    for step in bar:
+    flux = pipeline()  # for its text encoding and latent positions, exactly as FluxPipeline runs them
+    latent_channels = latents.shape[1]
+    size = latents.shape[-1] * flux.vae_scale_factor
+    _, image_ids = flux.prepare_latents(config.batch, latent_channels, size, size, torch.float32, device, None, latents=latents[:1])
+
+    def step(_):
         index = torch.tensor(rng.sample(range(len(scenes)), config.batch))
         x0 = latents[index.to(device)]
         batch_scenes = [scenes[i] for i in index.tolist()]
@@ -310,32 +280,32 @@ def train_teacher(
         sigma = compute_density_for_timestep_sampling("logit_normal", config.batch, logit_mean=0.0, logit_std=1.0).to(device)
         noise = torch.randn(x0.shape).to(device)  # drawn on the CPU: the same noise on any device
         xt = (1 - sigma[:, None, None, None]) * x0 + sigma[:, None, None, None] * noise
-        prompt_embeds, pooled = encode_text(tokenizers, (clip, t5), texts)
+        prompt_embeds, pooled, text_ids = flux.encode_prompt(list(texts), list(texts), device=device, max_sequence_length=TEXT_LENGTH)
         prediction = transformer(
-            hidden_states=FluxPipeline._pack_latents(xt, config.batch, xt.shape[1], h, w),
+            hidden_states=pack_latents(xt),
             timestep=sigma,
             pooled_projections=pooled,
             encoder_hidden_states=prompt_embeds,
             txt_ids=text_ids,
             img_ids=image_ids,
         ).sample
-        target = FluxPipeline._pack_latents(noise - x0, config.batch, xt.shape[1], h, w)
-        loss = F.mse_loss(prediction, target)
+        loss = F.mse_loss(prediction, pack_latents(noise - x0))
         binding = torch.zeros(())
         if config.binding_weight > 0:
             labels = binding_labels(tokenizers[1], texts, spans, batch_scenes).to(device)
             logits = probe(prompt_embeds).split(classes, dim=-1)
             binding = sum(F.cross_entropy(l.flatten(0, 1), labels[..., k].flatten(), ignore_index=-100) for k, l in enumerate(logits)) / len(classes)
             loss = loss + config.binding_weight * binding
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
-        optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
+        return loss, {"binding": f"{binding.item():.3f}"}
+
+    def average(i):
         ema.step(params)
-        bar.set_postfix(loss=f"{loss.item():.4f}", binding=f"{binding.item():.3f}")
-        if step in snapshots:
+        if i in snapshots:
             ema.store(params), ema.copy_to(params)
-            pipeline().save_pretrained(Path(out) / f"step-{step}")
+            pipeline().save_pretrained(Path(out) / f"step-{i}")
             ema.restore(params)
+
+    train_loop("teacher", config.steps, trained, step, lr=config.lr, warmup=config.warmup, clip=trained, progress=progress, after_step=average)
     ema.copy_to(params)
     if not trained_vae:
         vae = finetune_decoder(vae.cpu(), config, progress)

@@ -1,0 +1,95 @@
+"""Loading the three parts from a directory or a hub id, with one-line errors: the MLLM (its
+encoder chosen by the `model_type` in its config), AlignNet (ours or the authors' `.bin`), and FLUX
+(with or without T5/CLIP)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import FluxPipeline
+from safetensors import SafetensorError
+
+from x2i.alignnet import AlignNet
+from x2i.encoders import ENCODERS, MLLMEncoder
+from x2i.errors import X2IError
+from x2i.hub import resolve, unreachable
+
+
+def load_encoder(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> MLLMEncoder:
+    """Load the MLLM at `path` (a local directory or a hub id) with the encoder for its family."""
+    family = model_type(path)
+    if family not in ENCODERS:
+        raise X2IError(f"{path} is a {family!r} model; supported MLLM families: {', '.join(ENCODERS)}")
+    return ENCODERS[family].from_pretrained(path, device=device, dtype=dtype)
+
+
+def model_type(path: str | Path) -> str:
+    location = resolve(path, "MLLM")
+    if isinstance(location, str):  # a hub id
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(location).model_type
+        except Exception as e:  # offline, unknown repo, gated repo
+            raise unreachable("MLLM", location, e) from e
+    config_file = location / "config.json"
+    if not config_file.is_file():
+        raise X2IError(f"{path} is not an MLLM directory: it has no config.json")
+    try:
+        return json.loads(config_file.read_text())["model_type"]
+    except (ValueError, KeyError) as e:
+        raise X2IError(f"{config_file} is not a transformers model config ({e})") from e
+
+
+# Without T5 and CLIP; those are only needed to distill a teacher, never to generate with X2I.
+NO_TEXT_ENCODERS = dict(text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+
+
+def load_flux(path: str | Path, dtype: torch.dtype = torch.float32, text_encoders: bool = False) -> FluxPipeline:
+    """A FLUX pipeline (FLUX.1-dev, schnell, or a derivative) from a directory or hub id; T5 and CLIP
+    only when `text_encoders` (to run FLUX itself, the distillation teacher)."""
+    location = resolve(path, "FLUX")
+    if isinstance(location, Path):
+        index = location / "model_index.json"
+        if not index.is_file():
+            raise X2IError(f"{path} is not a diffusers pipeline directory: it has no model_index.json")
+        try:
+            components = json.loads(index.read_text())
+        except ValueError as e:
+            raise X2IError(f"{index} is not valid JSON ({e})") from e
+        class_name = components.get("_class_name", "")
+        if "Flux" not in class_name:
+            raise X2IError(f"{path} holds a {class_name or 'unnamed'} pipeline, not a FLUX one")
+        if text_encoders and any(components.get(k, [None])[0] is None for k in ("text_encoder", "text_encoder_2")):
+            raise X2IError(f"{path} has no T5/CLIP text encoders: running FLUX itself (the distillation teacher) needs them")
+    try:
+        return FluxPipeline.from_pretrained(location, dtype=dtype, **({} if text_encoders else NO_TEXT_ENCODERS))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # missing or corrupt files, unreachable hub
+        if isinstance(location, str):
+            raise unreachable("FLUX", location, e) from e
+        raise X2IError(f"cannot load FLUX from {path}: {str(e).splitlines()[0]}") from e
+
+def load_alignnet(path: str | Path, dtype: torch.dtype = torch.float32, preset: str | None = None, mllm: str | Path | None = None) -> AlignNet:
+    """Our AlignNet directory, or one of the authors' released `.bin` files; their preset is
+    inferred from the shapes and, where presets share shapes, from the family of `mllm`."""
+    if Path(path).is_file():
+        family = model_type(mllm) if mllm is not None and preset is None else None
+        return AlignNet.from_official(path, preset=preset, family=family).to(dtype)
+    if preset is not None:
+        raise X2IError(f"a preset applies to the authors' checkpoint files; {path} is not a file")
+    return AlignNet.from_pretrained(path, dtype=dtype)
+
+
+def default_size(flux: FluxPipeline) -> int:
+    """The size the FLUX VAE was made for: 1024 for FLUX.1, 64 for the mini FLUX."""
+    return flux.vae.config.sample_size
+
+
+def check_size(flux: FluxPipeline, height: int, width: int) -> None:
+    multiple = flux.vae_scale_factor * 2  # VAE downsampling, then 2x2 latent packing
+    if height <= 0 or width <= 0 or height % multiple or width % multiple:
+        raise X2IError(f"FLUX needs height and width that are positive multiples of {multiple}; got {height}x{width}")

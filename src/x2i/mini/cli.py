@@ -1,0 +1,105 @@
+"""`x2i mini ...`: make cases and prompts, check the judge, rebuild the mini models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from x2i.errors import X2IError
+
+DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
+
+
+def add_mini_commands(commands) -> None:
+    from x2i.mini.mllm import MLLMConfig
+    from x2i.mini.teacher import TeacherConfig
+    from x2i.options import add_options
+
+    mini = commands.add_parser("mini", help="the built-in mini world: make cases, check the judge, rebuild the mini models")
+    steps = mini.add_subparsers(dest="mini_command", required=True, metavar="STEP")
+
+    cases = steps.add_parser("make-cases", help="write fresh eval cases as JSONL", formatter_class=DEFAULTS)
+    cases.add_argument("--out", type=Path, required=True)
+    cases.add_argument("--n", type=int, default=50, help="cases per task and language")
+    cases.add_argument("--tasks", nargs="+", default=None, help="default: all four tasks")
+    cases.add_argument("--langs", nargs="+", default=None, help="default: en zh fr de es")
+    cases.add_argument("--objects", type=int, choices=(1, 2), default=None, help="objects per scene (default: 1 or 2)")
+    cases.add_argument("--seed", type=int, default=1)
+    cases.set_defaults(run=run_make_cases)
+
+    judge = steps.add_parser("judge", help="the judge's accuracy and confusion per attribute on fresh renders", formatter_class=DEFAULTS)
+    judge.add_argument("--n", type=int, default=1000)
+    judge.add_argument("--seed", type=int, default=12345)
+    judge.set_defaults(run=run_check_judge)
+
+    prompts = steps.add_parser("make-prompts", help="write English captions of random scenes, for x2i distill", formatter_class=DEFAULTS)
+    prompts.add_argument("--out", type=Path, required=True)
+    prompts.add_argument("--n", type=int, default=50000)
+    prompts.add_argument("--seed", type=int, default=7)
+    prompts.set_defaults(run=run_make_prompts)
+
+    teacher = steps.add_parser("train-teacher", help="rebuild the mini FLUX teacher (VAE, transformer, T5, CLIP)", formatter_class=DEFAULTS)
+    teacher.add_argument("--out", type=Path, required=True)
+    add_options(teacher, TeacherConfig)
+    teacher.add_argument("--snapshots", type=int, nargs="*", default=[], metavar="STEP", help="also save the pipeline after these steps, to OUT/step-N")
+    teacher.set_defaults(run=run_train_teacher)
+
+    mllm = steps.add_parser("train-mllm", help="rebuild the mini Qwen2.5-VL", formatter_class=DEFAULTS)
+    mllm.add_argument("--out", type=Path, required=True)
+    add_options(mllm, MLLMConfig)
+    mllm.set_defaults(run=run_train_mllm)
+
+
+def run_make_cases(args) -> None:
+    from x2i.mini.eval import make_cases
+    from x2i.mini.world import LANGUAGES, TASKS
+
+    tasks, langs = args.tasks or tuple(TASKS), args.langs or LANGUAGES
+    unknown = [t for t in tasks if t not in TASKS] + [lang for lang in langs if lang not in LANGUAGES]
+    if unknown:
+        raise X2IError(f"unknown task or language {unknown}; tasks: {', '.join(TASKS)}; languages: {', '.join(LANGUAGES)}")
+    cases = make_cases(args.n, tasks, langs, seed=args.seed, num_objects=args.objects)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(json.dumps(c) + "\n" for c in cases))
+    print(f"wrote {len(cases)} cases to {args.out}")
+
+
+def run_make_prompts(args) -> None:
+    from x2i.mini.teacher import english_corpus
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(line + "\n" for line in english_corpus(args.n, args.seed)))
+    print(f"wrote {args.n} English captions to {args.out}")
+
+
+def run_check_judge(args) -> None:
+    from x2i.mini.judge import check_judge
+
+    report = check_judge(args.n, args.seed)
+    print(f"{report['renders']} renders: scene accuracy {report['scene_accuracy']:.4f}, wrong object counts {report['object_count_errors']}")
+    for attr, matrix in report["confusion"].items():
+        print(f"\n{attr}: accuracy {report['attribute_accuracy'][attr]:.4f} (rows: truth, columns: judged)")
+        values = list(matrix)
+        print("  " + "".join(f"{v:>9}" for v in ["", *values]))
+        for truth in values:
+            print("  " + f"{truth:>9}" + "".join(f"{matrix[truth][v]:>9}" for v in values))
+
+
+def run_train_teacher(args) -> None:
+    from x2i.mini.teacher import TeacherConfig, train_teacher
+    from x2i.options import config_from_args
+
+    start = time.time()
+    path = train_teacher(config_from_args(TeacherConfig, args), args.out, snapshots=tuple(args.snapshots))
+    print(f"wrote the mini teacher to {path} in {time.time() - start:.0f} s")
+
+
+def run_train_mllm(args) -> None:
+    from x2i.mini.mllm import MLLMConfig, train_mllm
+    from x2i.options import config_from_args
+
+    start = time.time()
+    path = train_mllm(config_from_args(MLLMConfig, args), args.out)
+    print(f"wrote the mini MLLM to {path} in {time.time() - start:.0f} s")
