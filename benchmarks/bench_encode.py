@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from x2i.encoders import load_encoder
+from x2i.loaders import load_encoder
 from x2i.request import Request
 from x2i.tiny import build_tiny_qwen2_5_vl
 

@@ -7,6 +7,7 @@ held-out set, with the world's judge. A run cut short still reports what it has.
 
 Writes OUT/results.jsonl (one line per evaluated checkpoint and case set) and OUT/VARIANT/ (the
 distillation run: log.jsonl, checkpoints/). The dev set picks; the held-out set is only reported.
+`plot --out score.png --results A/results.jsonl B/results.jsonl` draws dev score against steps.
 """
 
 import argparse
@@ -115,10 +116,31 @@ def run(args) -> None:
     print(f"total: {time.time() - start:.0f} s", flush=True)
 
 
+def plot(results: list[Path], image: Path) -> None:
+    """Dev-set text2image score against distillation steps, one line per variant (several sweeps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for n, path in enumerate(results, start=1):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for variant in sorted({r["variant"] for r in rows if "step" in r}):
+            points = sorted((r["step"], r["score"]["by_task"]["text2image"]) for r in rows if r["variant"] == variant and r["set"] == "dev")
+            ax.plot(*zip(*points), marker="o", label=f"{variant} (sweep {n})")
+    ax.set_xlabel("distillation step (batch 32)")
+    ax.set_ylabel("dev text2image score (5 languages)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(image, dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("run", "evaluate"))
-    parser.add_argument("--out", required=True)
+    parser.add_argument("action", choices=("run", "evaluate", "plot"))
+    parser.add_argument("--out", required=True, help="the sweep directory; with plot, the PNG to write")
+    parser.add_argument("--results", nargs="*", default=[], help="with plot: results.jsonl files of sweeps")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--variant", help="with evaluate: one variant, or 'teacher'")
     parser.add_argument("--steps", type=int, default=4000)
@@ -134,6 +156,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.action == "run":
         run(args)
+    elif args.action == "plot":
+        plot([Path(r) for r in args.results], Path(args.out))
     else:
         evaluate(Path(args.out), args.variant, args.device, args.final_sets, args.eval_every)
 

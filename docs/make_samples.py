@@ -18,7 +18,7 @@ from x2i.images import make_grid
 from x2i.mini import weights_dir
 from x2i.mini.eval import case_inputs, make_cases, run_teacher
 from x2i.mini.judge import read_objects, scene_correct
-from x2i.pipeline import load_flux
+from x2i.loaders import load_flux
 
 DOCS = Path(__file__).parent
 SCALE = 2

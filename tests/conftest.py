@@ -21,7 +21,7 @@ def tiny_models(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def encoder(tiny_models):
-    from x2i.encoders import load_encoder
+    from x2i.loaders import load_encoder
 
     return load_encoder(tiny_models["mllm"])
 

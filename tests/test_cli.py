@@ -56,14 +56,14 @@ def bad_input_cases(tmp_path, image_file, tiny_models):
     corrupt_bin = tmp_path / "alignnet.bin"
     corrupt_bin.write_bytes(b"garbage")
     mllm, flux, alignnet = (str(tiny_models[k]) for k in ("mllm", "flux", "alignnet"))
-    weights = "model.safetensors"
+    weights, alignnet_weights = "model.safetensors", "diffusion_pytorch_model.safetensors"
     broken = {
         "mllm weights missing": broken_copy(tiny_models["mllm"], tmp_path / "m1", remove=[weights]),
         "mllm weights corrupt": broken_copy(tiny_models["mllm"], tmp_path / "m2", corrupt=[weights]),
         "mllm tokenizer missing": broken_copy(tiny_models["mllm"], tmp_path / "m3", remove=["tokenizer.json", "tokenizer_config.json"]),
         "flux part missing": broken_copy(tiny_models["flux"], tmp_path / "f1", remove=["transformer/diffusion_pytorch_model.safetensors"]),
         "flux weights corrupt": broken_copy(tiny_models["flux"], tmp_path / "f2", corrupt=["vae/diffusion_pytorch_model.safetensors"]),
-        "alignnet weights corrupt": broken_copy(tiny_models["alignnet"], tmp_path / "a1", corrupt=[weights]),
+        "alignnet weights corrupt": broken_copy(tiny_models["alignnet"], tmp_path / "a1", corrupt=[alignnet_weights]),
     }
     return {
         "mllm weights missing": (["--prompt", "x", "--mllm", broken["mllm weights missing"]], "no file named model.safetensors"),
@@ -120,12 +120,33 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert result.stderr.strip() == f"x2i: error: image {tmp_path / 'none.png'} does not exist"
 
 
-def test_help_explains_every_option():
-    result = subprocess.run([sys.executable, "-m", "x2i.cli", "generate", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0
-    for flag in ["--prompt", "--image", "--out", "--seed", "--steps", "--guidance", "--height", "--width",
-                 "--num-images", "--mllm", "--flux", "--alignnet", "--device", "--dtype"]:
-        assert flag in result.stdout
+def test_distill_options_are_the_config_and_its_defaults():
+    from x2i.cli import build_parser
+    from x2i.distill import DistillConfig
+    from x2i.options import config_from_args
+
+    parser = build_parser()
+    plain = config_from_args(DistillConfig, parser.parse_args(["distill", "--prompts", "p.txt", "--out", "run"]))
+    assert plain == DistillConfig(prompts="p.txt", out="run")  # every default comes from the dataclass
+    changed = config_from_args(DistillConfig, parser.parse_args([
+        "distill", "--prompts", "p.txt", "--out", "run", "--terms", "image", "--refiner-layers", "2", "--pad-to", "128",
+        "--no-gradient-checkpointing", "--resume", "--lr", "3e-4"]))
+    assert (changed.terms, changed.refiner_layers, changed.pad_to, changed.gradient_checkpointing, changed.resume, changed.lr) == (
+        "image", 2, 128, False, True, 3e-4)
+    with pytest.raises(SystemExit):  # argparse refuses a value outside the choices
+        parser.parse_args(["distill", "--prompts", "p", "--out", "o", "--terms", "some"])
+
+
+def test_mini_recipe_options_are_their_configs():
+    from x2i.cli import build_parser
+    from x2i.mini.mllm import MLLMConfig
+    from x2i.mini.teacher import TeacherConfig
+    from x2i.options import config_from_args
+
+    parser = build_parser()
+    teacher = config_from_args(TeacherConfig, parser.parse_args(["mini", "train-teacher", "--out", "t", "--steps", "10", "--heads", "8"]))
+    assert teacher == TeacherConfig(steps=10, heads=8)
+    assert config_from_args(MLLMConfig, parser.parse_args(["mini", "train-mllm", "--out", "m"])) == MLLMConfig()
 
 
 def test_generate_defaults_to_the_shipped_mini_models(tmp_path):

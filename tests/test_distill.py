@@ -1,152 +1,163 @@
-import math
+"""`x2i distill` on the shipped mini teacher and mini MLLM: checkpoints, exact resume after SIGKILL,
+two processes (gloo) against one, prompts from every supported source."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from io import BytesIO
 
 import pytest
-import torch
+from safetensors.torch import load_file
 
-from x2i.distill import attention_kd_loss, attention_kd_term
 from x2i.errors import X2IError
+from x2i.prompts import global_batch, read_prompts
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def reference_term(teacher, student, temperature):
-    """The method's term written out with plain loops over batch and tokens, in float64."""
-    total = 0.0
-    for b in range(teacher.shape[0]):
-        for n in range(teacher.shape[1]):
-            def probs(x):
-                x = x.double()
-                z = (x - x.mean()) / (1e-7 + x.std(unbiased=True))
-                return torch.softmax(z / temperature, dim=0)
-
-            p_s, p_t = probs(student[b, n]), probs(teacher[b, n])
-            total += float((p_s * (p_s.log() - p_t.log())).sum())
-    return total / teacher.shape[0]
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
+    subprocess.run([sys.executable, "-m", "x2i.cli", "mini", "make-prompts", "--out", str(path), "--n", "200"], check=True, env=ENV)
+    return path
 
 
-def test_term_matches_the_method_exactly():
-    g = torch.Generator().manual_seed(0)
-    teacher, student = torch.randn(3, 5, 16, generator=g), torch.randn(3, 5, 16, generator=g)
-    assert math.isclose(attention_kd_term(teacher, student, 3.0).item(), reference_term(teacher, student, 3.0), rel_tol=1e-5)
-    assert attention_kd_term(teacher, teacher, 3.0).abs().item() < 1e-6
+def distill_command(prompts, out, steps, batch=2, *extra):
+    return [
+        "-m", "x2i.cli", "distill", "--prompts", str(prompts), "--out", str(out), "--steps", str(steps),
+        "--batch", str(batch), "--pad-to", "128", "--lr", "1e-3", "--warmup", "2", "--timesteps", "mixed", "--sampling-steps", "20",
+        "--refiner-layers", "1", *extra,
+    ]
 
 
-def test_loss_is_the_sum_of_terms_and_computed_in_fp32():
-    g = torch.Generator().manual_seed(1)
-    teachers = [torch.randn(2, 4, 8, generator=g) for _ in range(3)]
-    students = [torch.randn(2, 4, 8, generator=g, requires_grad=True) for _ in range(3)]
-    loss = attention_kd_loss(teachers, students)
-    assert loss.dtype == torch.float32
-    assert math.isclose(loss.item(), sum(reference_term(t, s.detach(), 3.0) for t, s in zip(teachers, students)), rel_tol=1e-5)
-    loss.backward()
-    assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in students)
-    bf16 = attention_kd_loss([t.bfloat16() for t in teachers], [s.detach().bfloat16() for s in students])
-    assert bf16.dtype == torch.float32
+def weights(out):
+    return load_file(out / "alignnet" / "diffusion_pytorch_model.safetensors")
 
 
-def test_non_finite_loss_stops_with_a_clear_error():
-    teacher = torch.randn(1, 2, 8)
-    student = torch.randn(1, 2, 8)
-    student[0, 0, 0] = float("nan")
-    with pytest.raises(X2IError, match="distillation loss is nan"):
-        attention_kd_loss([teacher], [student])
+def test_resume_after_sigkill_is_exact(prompts, tmp_path):
+    steps = 24
+    whole = tmp_path / "whole"
+    subprocess.run([sys.executable, *distill_command(prompts, whole, steps, 2, "--checkpoint-every", "3")], check=True, env=ENV, capture_output=True)
+
+    killed = tmp_path / "killed"
+    run = subprocess.Popen([sys.executable, *distill_command(prompts, killed, steps, 2, "--checkpoint-every", "3", "--keep-checkpoints", "2")],
+                           env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (killed / "checkpoints" / "step-000006").exists() and run.poll() is None:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "alignnet").exists()
+
+    subprocess.run([sys.executable, *distill_command(prompts, killed, steps, 2, "--checkpoint-every", "3", "--keep-checkpoints", "2", "--resume")],
+                   check=True, env=ENV, capture_output=True)
+    a, b = weights(whole), weights(killed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].equal(b[name]), f"{name} differs after resuming"
+
+    # Old checkpoints pruned, no half-written ones left, one log line per step, a loss curve.
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-000021", "step-000024"]
+    log = [json.loads(line) for line in (killed / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == list(range(1, steps + 1))
+    # every term the method compares, counted by kind: 2 double and 4 single blocks in the mini FLUX
+    assert all(row["terms"] == {"double_image": 2, "double_text": 2, "single_image": 4, "single_text": 4} for row in log)
+    assert (killed / "loss.png").stat().st_size > 1000
+    state = json.loads((killed / "checkpoints" / "step-000024" / "state.json").read_text())
+    assert state["step"] == steps and state["prompts_seen"] == steps * 2
 
 
-# ---- taps on a real (tiny) FluxTransformer2DModel ----------------------------------------------
-
-from diffusers import FluxTransformer2DModel  # noqa: E402
-
-from x2i.distill import AttentionTaps  # noqa: E402
-
-
-def tiny_transformer():
-    torch.manual_seed(0)
-    return FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=2, num_single_layers=3, attention_head_dim=8,
-        num_attention_heads=2, joint_attention_dim=12, pooled_projection_dim=6, axes_dims_rope=(2, 2, 4), guidance_embeds=True,
-    ).requires_grad_(False).eval()
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def run_pair(transformer, student_text_len=7, checkpointing=False):
-    """Teacher then student through the taps; returns (loss, number of terms, grad of the student's
-    conditioning)."""
-    g = torch.Generator().manual_seed(1)
-    latents, img_ids = torch.randn(2, 16, 16, generator=g), torch.zeros(16, 3)
-    img_ids[:, 1], img_ids[:, 2] = torch.arange(16) // 4, torch.arange(16) % 4
-    teacher_text, teacher_pooled = torch.randn(2, 7, 12, generator=g), torch.randn(2, 6, generator=g)
-    student_text = torch.randn(2, student_text_len, 12, generator=g).requires_grad_(True)
-    student_pooled = torch.randn(2, 6, generator=g).requires_grad_(True)
-    t, guidance = torch.full((2,), 0.7), torch.full((2,), 3.5)
-    if checkpointing:
-        transformer.enable_gradient_checkpointing()
-    taps = AttentionTaps(transformer, temperature=3.0)
-    fires = []
-    transformer.transformer_blocks[0].attn.register_forward_hook(lambda *_: fires.append(1))
-    with torch.no_grad(), taps.teacher(16):
-        transformer(latents, encoder_hidden_states=teacher_text, pooled_projections=teacher_pooled, timestep=t,
-                    img_ids=img_ids, txt_ids=torch.zeros(7, 3), guidance=guidance)
-    with taps.student(16):
-        transformer(latents, encoder_hidden_states=student_text, pooled_projections=student_pooled, timestep=t,
-                    img_ids=img_ids, txt_ids=torch.zeros(student_text_len, 3), guidance=guidance)
-    loss, terms = taps.loss, taps.num_terms
-    loss.backward()
-    taps.remove()
-    run_pair.fires = len(fires)
-    return loss.detach(), terms, student_text.grad.clone(), student_pooled.grad.clone()
+def test_two_processes_equal_one_with_their_summed_batch(prompts, tmp_path):
+    two, one = tmp_path / "two", tmp_path / "one"
+    # torchrun starts the two CPU processes; accelerate sees them and joins them in a gloo group.
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    result = subprocess.run([*launch, *distill_command(prompts, two, 4, 1)], env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    subprocess.run([sys.executable, *distill_command(prompts, one, 4, 2)], check=True, env=ENV, capture_output=True)
+
+    run = json.loads((two / "run.json").read_text())
+    assert run["processes"] == 2 and run["global_batch"] == 2
+    assert len(set(run["alignnet_sha256_per_rank"])) == 1  # both ranks end with identical weights
+    # Step 1 starts from the same weights: the same samples and noise give the same loss (mean over
+    # ranks), and the all-reduced gradient is the gradient of the summed batch (its norm, pre-clipping).
+    # Later steps drift apart by float summation order, which Adam's normalized step amplifies.
+    first_two = json.loads((two / "log.jsonl").read_text().splitlines()[0])
+    first_one = json.loads((one / "log.jsonl").read_text().splitlines()[0])
+    assert abs(first_two["loss"] - first_one["loss"]) <= 1e-5 * first_one["loss"]
+    assert abs(first_two["grad_norm"] - first_one["grad_norm"]) <= 1e-4 * first_one["grad_norm"]
 
 
-def collected_outputs(transformer, encoder_hidden_states, pooled, **kwargs):
-    """Every block's attention output, gathered the plain way (a list), for the reference loss."""
-    outputs = []
-    handles = [b.attn.register_forward_hook(lambda m, a, o: outputs.extend(o if isinstance(o, tuple) else (o,)))
-               for b in list(transformer.transformer_blocks) + list(transformer.single_transformer_blocks)]
-    transformer(encoder_hidden_states=encoder_hidden_states, pooled_projections=pooled, **kwargs)
-    for h in handles:
-        h.remove()
-    return outputs
+def test_prompt_sources(tmp_path):
+    (tmp_path / "a.txt").write_text("a red circle\n\n a blue square \n")
+    assert read_prompts(tmp_path / "a.txt") == ["a red circle", "a blue square"]
+    (tmp_path / "a.jsonl").write_text('{"caption_en": "a red circle"}\n{"caption_en": "a blue square"}\n')
+    assert read_prompts(tmp_path / "a.jsonl", "caption_en") == ["a red circle", "a blue square"]
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for n, caption in enumerate(["a red circle", "a blue square"]):
+        with tarfile.open(shards / f"{n:05d}.tar", "w") as tar:
+            data = json.dumps({"caption_en": caption}).encode()
+            info = tarfile.TarInfo(f"{n:09d}.json")
+            info.size = len(data)
+            tar.addfile(info, BytesIO(data))
+    assert read_prompts(shards, "caption_en") == ["a red circle", "a blue square"]
+    with pytest.raises(X2IError, match="no caption under key 'caption'"):
+        read_prompts(tmp_path / "a.jsonl", "caption")
+    with pytest.raises(X2IError, match="does not exist"):
+        read_prompts(tmp_path / "missing.txt")
 
 
-def test_taps_give_the_method_loss_over_every_block():
-    transformer = tiny_transformer()
-    loss, terms, _, _ = run_pair(transformer)
-    assert terms == 2 * 2 + 3  # image + text stream per double block, one joint term per single block
-
-    g = torch.Generator().manual_seed(1)
-    latents, img_ids = torch.randn(2, 16, 16, generator=g), torch.zeros(16, 3)
-    img_ids[:, 1], img_ids[:, 2] = torch.arange(16) // 4, torch.arange(16) % 4
-    teacher_text, teacher_pooled = torch.randn(2, 7, 12, generator=g), torch.randn(2, 6, generator=g)
-    student_text, student_pooled = torch.randn(2, 7, 12, generator=g), torch.randn(2, 6, generator=g)
-    common = dict(hidden_states=latents, timestep=torch.full((2,), 0.7), img_ids=img_ids, txt_ids=torch.zeros(7, 3), guidance=torch.full((2,), 3.5))
-    with torch.no_grad():
-        teacher = collected_outputs(transformer, teacher_text, teacher_pooled, **common)
-        student = collected_outputs(transformer, student_text, student_pooled, **common)
-    assert len(teacher) == terms
-    assert torch.allclose(loss, attention_kd_loss(teacher, student, 3.0), rtol=1e-5)
+def test_global_batches_cover_every_prompt_once_per_epoch():
+    prompts = [f"p{i}" for i in range(10)]
+    seen = [p for step in range(5) for p in global_batch(prompts, step, 4, seed=3)]  # two epochs
+    assert sorted(seen[:10]) == prompts and sorted(seen[10:20]) == prompts
+    assert seen[:10] != seen[10:20]  # reshuffled per epoch
+    assert global_batch(prompts, 2, 4, seed=3) == seen[8:12]  # a step's batch depends on the step alone
 
 
-def test_taps_are_correct_under_gradient_checkpointing():
-    """Recomputation fires the hooks again: the loss must not double and the gradients must match."""
-    plain = run_pair(tiny_transformer())
-    assert run_pair.fires == 2  # teacher, student
-    checkpointed = run_pair(tiny_transformer(), checkpointing=True)
-    assert run_pair.fires == 3  # teacher, student, and again when the backward pass recomputes the block
-    assert checkpointed[1] == plain[1]
-    assert torch.allclose(checkpointed[0], plain[0], rtol=1e-6)
-    assert torch.allclose(checkpointed[2], plain[2], atol=1e-6) and plain[2].abs().sum() > 0
-    assert torch.allclose(checkpointed[3], plain[3], atol=1e-6) and plain[3].abs().sum() > 0
+def test_keep_last_turns_all_but_the_last_tokens_into_padding():
+    """What --prompt-dropout and answer-only mode do to a row."""
+    import torch
+
+    from x2i.encoders.base import EncoderOutput
+
+    hidden = torch.arange(2 * 3 * 8 * 4, dtype=torch.float32).view(2, 3, 8, 4)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8])
+    out = EncoderOutput(hidden, mask).keep_last([3, None])
+    assert out.attention_mask[0].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert out.hidden_states[0, :, :5].equal(hidden[0, :, :1].expand(-1, 5, -1))  # the padding's states
+    assert out.hidden_states[0, :, 5:].equal(hidden[0, :, 5:])
+    assert out.hidden_states[1].equal(hidden[1]) and out.attention_mask[1].equal(mask[1])
+    assert mask[0].tolist() == [0, 0, 1, 1, 1, 1, 1, 1]  # the input is left as it was
 
 
-def test_taps_compare_image_tokens_when_text_lengths_differ():
-    """T5 (7 tokens) vs a longer MLLM prompt (11): no text-stream terms; joint outputs cut to image tokens."""
-    loss, terms, text_grad, _ = run_pair(tiny_transformer(), student_text_len=11)
-    assert terms == 2 + 3
-    assert torch.isfinite(loss) and text_grad.abs().sum() > 0
+def test_word_pairs_join_the_tokens_that_read_the_same_characters():
+    from x2i.distill import word_pairs
+    from x2i.loaders import load_encoder, load_flux
+    from x2i.mini import weights_dir
+    from x2i.request import Request
 
-
-def test_taps_ignore_plain_forwards():
-    transformer = tiny_transformer()
-    taps = AttentionTaps(transformer)
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        transformer(torch.randn(1, 16, 16, generator=g), encoder_hidden_states=torch.randn(1, 7, 12, generator=g),
-                    pooled_projections=torch.randn(1, 6, generator=g), timestep=torch.ones(1), img_ids=torch.zeros(16, 3),
-                    txt_ids=torch.zeros(7, 3), guidance=torch.ones(1))
-    assert taps.loss is None and taps.num_terms == 0 and taps.teacher_outputs == {}
+    flux, encoder = load_flux(weights_dir("teacher"), text_encoders=True), load_encoder(weights_dir("mllm"))
+    captions = ["A big purple square near the bottom, and a small blue triangle on the left side.", "a red circle"]
+    states = encoder.encode([Request(c) for c in captions], pad_to=128)
+    pairs = word_pairs(flux.tokenizer_2, encoder, captions, 32, states.hidden_states.shape[2])
+    ids = encoder.prepare([Request(c) for c in captions], pad_to=128)["input_ids"]
+    for row, caption in enumerate(captions):
+        t5 = flux.tokenizer_2.convert_ids_to_tokens(flux.tokenizer_2(caption, max_length=32, padding="max_length").input_ids)
+        mllm = encoder.processor.tokenizer.convert_ids_to_tokens(ids[row])
+        paired = [(t5[k], mllm[j]) for k, j in enumerate(pairs[row].tolist()) if j >= 0]
+        # every word token is paired with the MLLM token holding its last character; EOS and padding with none
+        assert [t for t, _ in paired] == [t for t in t5 if t not in ("</s>", "<pad>")]
+        assert all(m.lstrip("Ġ") == t.lstrip("▁")[-len(m.lstrip("Ġ")):] for t, m in paired), paired
+    assert paired == [("▁a", "a"), ("▁red", "Ġred"), ("▁circle", "Ġcircle")]  # the last row's

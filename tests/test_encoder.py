@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import random_image
-from x2i.encoders import load_encoder
+from x2i.loaders import load_encoder
 from x2i.errors import X2IError
 from x2i.request import Request, format_prompt
 

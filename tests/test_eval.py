@@ -5,8 +5,9 @@ import pytest
 
 from x2i.cli import main
 from x2i.errors import X2IError
-from x2i.mini.eval import TASKS, case_inputs, load_cases, make_cases, summarize
-from x2i.mini.world import LANGUAGES, WORDS
+from x2i.mini.eval import case_inputs, load_cases, make_cases, summarize
+from x2i.mini.language import WORDS
+from x2i.mini.world import LANGUAGES, TASKS
 
 
 def write(tmp_path, *lines):

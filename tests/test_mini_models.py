@@ -4,7 +4,7 @@ import random
 
 from diffusers import FluxPipeline
 
-from x2i.encoders import load_encoder
+from x2i.loaders import load_encoder
 from x2i.mini import weights_dir
 from x2i.mini.mllm import MLLMConfig, answer_accuracy, answer_labels, sample_example, train_mllm
 from x2i.mini.teacher import TeacherConfig, binding_labels, build_t5_tokenizer, english_corpus, train_teacher
@@ -73,7 +73,7 @@ def test_shipped_mini_mllm_understands_the_world():
 def test_shipped_teacher_scores_as_claimed():
     """The issue's bars (0.90 one object, 0.75 two) on fresh cases; BENCHMARKS.md has 0.99 / 0.95 on 300 each."""
     from x2i.mini.eval import make_cases, run_teacher, summarize
-    from x2i.pipeline import load_flux
+    from x2i.loaders import load_flux
 
     teacher = load_flux(weights_dir("teacher"), text_encoders=True)
     cases = make_cases(60, tasks=("text2image",), langs=("en",), seed=5, num_objects=1)

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from conftest import random_image
-from x2i.alignnet import AlignNet, AlignNetConfig
+from x2i.alignnet import AlignNet
 from x2i.errors import X2IError
-from x2i.pipeline import X2IPipeline, load_flux
+from x2i.loaders import load_flux
+from x2i.pipeline import X2IPipeline
 from x2i.request import Request
 
 SMALL = dict(height=32, width=32, num_inference_steps=3)
@@ -74,10 +75,10 @@ def test_sizes_flux_cannot_take(pipeline):
 
 
 def test_alignnet_that_does_not_fit(pipeline):
-    wrong_mllm = AlignNet(AlignNetConfig(num_hidden_states=7, hidden_size=32, joint_attention_dim=32, pooled_projection_dim=16))
+    wrong_mllm = AlignNet(num_hidden_states=7, hidden_size=32, joint_attention_dim=32, pooled_projection_dim=16)
     with pytest.raises(X2IError, match="reads 7 hidden states of size 32, but the MLLM gives 3"):
         X2IPipeline(pipeline.encoder, wrong_mllm, pipeline.flux)
-    wrong_flux = AlignNet(AlignNetConfig(num_hidden_states=3, hidden_size=32))
+    wrong_flux = AlignNet(num_hidden_states=3, hidden_size=32)
     with pytest.raises(X2IError, match="joint_attention_dim 32"):
         X2IPipeline(pipeline.encoder, wrong_flux, pipeline.flux)
 
@@ -91,14 +92,14 @@ def test_load_flux_rejects_other_directories(tiny_models, tmp_path):
 
 
 def test_prompts_are_padded_as_the_alignnet_was_trained(pipeline):
-    config = AlignNetConfig(**{**pipeline.alignnet.config.__dict__, "pad_to": 300})
-    padded = X2IPipeline(pipeline.encoder, AlignNet(config), pipeline.flux)
+    config = {**pipeline.alignnet.config, "pad_to": 300}
+    padded = X2IPipeline(pipeline.encoder, AlignNet.from_config(config), pipeline.flux)
     assert padded.encode([Request("a red circle")]).prompt_embeds.shape[1] == 300
-    unpadded = X2IPipeline(pipeline.encoder, AlignNet(config), pipeline.flux, pad_to=0)
+    unpadded = X2IPipeline(pipeline.encoder, AlignNet.from_config(config), pipeline.flux, pad_to=0)
     n = unpadded.encode([Request("a red circle")]).prompt_embeds.shape[1]
     assert 0 < n < 300
     # a batch whose prompts are longer than pad_to keeps them whole
-    short = X2IPipeline(pipeline.encoder, AlignNet(config), pipeline.flux, pad_to=n + 5)
+    short = X2IPipeline(pipeline.encoder, AlignNet.from_config(config), pipeline.flux, pad_to=n + 5)
     long_text = "a red circle " * 30
     out = short.encode([Request("a red circle"), Request(long_text)])
     assert out.prompt_embeds.shape[1] == unpadded.encode([Request(long_text)]).prompt_embeds.shape[1] > n + 5

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--width", type=int, default=None)
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument("--pad-to", type=int, default=None, metavar="N", help="left-pad the prompt to N tokens (0: no padding); default: as the AlignNet was trained (512 for the official checkpoints)")
+    add_answer_first_option(gen)
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     gen.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
     gen.set_defaults(run=run_generate)
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--models", choices=("both", "teacher", "student"), default="both", help="which models to score")
     ev.add_argument("--seed", type=int, default=0, help="case i uses seed + i for its wording, render and noise")
     ev.add_argument("--steps", type=int, default=20, help="denoising steps")
+    add_answer_first_option(ev)
     ev.add_argument("--device", default="auto", help="cpu, cuda, ... (auto: cuda when available); the noise is the same on every device")
     ev.set_defaults(run=run_eval)
 
@@ -99,6 +101,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mllm", default=None, help="MLLM directory or hub id (Qwen2.5-VL); default: the shipped mini MLLM")
     parser.add_argument("--flux", default=None, help="FLUX pipeline directory or hub id (T5/CLIP are not loaded); default: the shipped mini FLUX")
     parser.add_argument("--alignnet", default=None, help="AlignNet directory, or an official diffusion_pytorch_model.bin; default: the shipped mini AlignNet")
+
+
+def add_answer_first_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--answer-first", nargs="?", const="prompt+answer", default=None, choices=("prompt+answer", "answer"), metavar="MODE",
+                        help="the MLLM first writes its answer (greedy); AlignNet reads the prompt's and the answer's states "
+                        "(prompt+answer, the default of this flag) or the answer's alone (answer, as the release)")
 
 
 def resolve_device_dtype(device: str, dtype: str):
@@ -143,7 +151,7 @@ def run_generate(args) -> None:
         device=device, dtype=dtype, pad_to=args.pad_to, alignnet_preset=args.alignnet_preset, height=args.height, width=args.width,
     )
     images = pipe(request, height=args.height, width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                  num_images_per_prompt=args.num_images, seed=args.seed)
+                  num_images_per_prompt=args.num_images, seed=args.seed, answer_first=args.answer_first)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if len(images) == 1:
@@ -177,7 +185,7 @@ def run_eval(args) -> None:
         alignnet = load_alignnet(args.alignnet or weights_dir("alignnet")).to(device)
         flux = teacher or load_flux(teacher_path).to(device)  # the student denoises with the teacher's FLUX; T5/CLIP go unused
         student = X2IPipeline(load_encoder(args.mllm or weights_dir("mllm"), device=device), alignnet, flux)
-        student_results = run_student(student, cases, seed=args.seed, steps=args.steps)
+        student_results = run_student(student, cases, seed=args.seed, steps=args.steps, answer_first=args.answer_first)
         report["student"] = summarize(student_results)
         results += student_results
     if args.save:

@@ -37,5 +37,6 @@ class FluxConditioning:
 def condition(alignnet, states: EncoderOutput) -> FluxConditioning:
     """MLLM hidden states -> AlignNet -> FLUX conditioning. AlignNet runs in its own dtype (fp32
     while it trains under autocast; the pipeline's dtype at inference)."""
-    output = alignnet(states.hidden_states.to(alignnet.dtype), attention_mask=states.attention_mask)
+    dtype = next(alignnet.parameters()).dtype  # also when DDP wraps AlignNet
+    output = alignnet(states.hidden_states.to(dtype), attention_mask=states.attention_mask)
     return FluxConditioning(output.prompt_embeds, output.pooled_prompt_embeds)

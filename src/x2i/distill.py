@@ -192,7 +192,8 @@ def load_models(config: DistillConfig, device: torch.device) -> Models:
     if config.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     encoder = load_encoder(config.mllm or weights_dir("mllm"), device=device, dtype=dtype)
-    height, width = config.height or default_size(flux), config.width or default_size(flux)
+    size = default_size(flux)
+    height, width = size if config.height is None else config.height, size if config.width is None else config.width
     check_size(flux, height, width)
     t5_length = flux.tokenizer_2.model_max_length
     pad_to = config.pad_to or t5_length
@@ -242,7 +243,7 @@ def make_inputs(models: Models, config: DistillConfig, texts: list[str], seeds: 
         states = EncoderOutput(states.hidden_states[:, :, -models.pad_to :], states.attention_mask[:, -models.pad_to :])
     if config.prompt_dropout:
         dropped = torch.stack([torch.rand((), generator=g, device=device) for g in generators]) < config.prompt_dropout
-        states = hide_content(states, dropped, config.closing_tokens)
+        states = states.keep_last([config.closing_tokens if d else None for d in dropped.tolist()])
     pairs = word_pairs(flux.tokenizer_2, models.encoder, texts, t5_length, states.hidden_states.shape[2]) if config.terms == "words" else None
     return FluxInputs(latents, image_ids, sigma, guidance), teacher, states, pairs
 
@@ -267,16 +268,6 @@ def word_pairs(t5_tokenizer, encoder, captions: list[str], t5_length: int, mllm_
                 j = int(torch.searchsorted(ends, start + b - 1, right=True)) + shift  # first token ending after that character
                 pairs[row, k] = j if 0 <= j < mllm_length else -1
     return pairs.to(encoder.device)
-
-
-def hide_content(states, rows: torch.Tensor, keep: int):
-    """Replace all but the last `keep` tokens of the chosen rows by padding (states and mask)."""
-    hidden, mask = states.hidden_states.clone(), states.attention_mask.clone()
-    for i in rows.nonzero().flatten().tolist():
-        padding = hidden[i, :, 0] if mask[i, 0] == 0 else torch.zeros_like(hidden[i, :, 0])  # left padding
-        hidden[i, :, :-keep] = padding[:, None]
-        mask[i, :-keep] = 0
-    return EncoderOutput(hidden, mask)
 
 
 def make_optimizer(alignnet: AlignNet, lr: float, weight_decay: float, device: torch.device):

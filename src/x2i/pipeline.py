@@ -22,13 +22,22 @@ from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, l
 from x2i.request import Request
 
 
+ANSWER_FIRST = ("prompt+answer", "answer")
+
+
 class X2IPipeline:
-    def __init__(self, encoder: MLLMEncoder, alignnet: AlignNet, flux: FluxPipeline, pad_to: int | None = None):
+    """`answer_first` (the release's "reasoning" mode): the MLLM first writes its answer (greedy, at
+    most `max_answer_tokens`), and AlignNet reads the hidden states of the prompt followed by the
+    answer ("prompt+answer"), or of the answer alone ("answer", the release's choice)."""
+
+    def __init__(self, encoder: MLLMEncoder, alignnet: AlignNet, flux: FluxPipeline, pad_to: int | None = None,
+                 max_answer_tokens: int = 128):
         self.encoder = encoder
         self.alignnet = alignnet.eval().requires_grad_(False)
         self.flux = flux
         # Pad prompts as AlignNet saw them in training, unless the caller says otherwise (0: no padding).
         self.pad_to = alignnet.config.pad_to if pad_to is None else (pad_to or None)
+        self.max_answer_tokens = max_answer_tokens
         self._check_fit()
 
     @classmethod
@@ -48,7 +57,8 @@ class X2IPipeline:
         against FLUX before the MLLM, the largest part, loads."""
         alignnet_model = load_alignnet(alignnet, dtype, preset=alignnet_preset, mllm=mllm).to(device)
         flux_pipe = load_flux(flux, dtype).to(device)
-        check_size(flux_pipe, height or default_size(flux_pipe), width or default_size(flux_pipe))
+        size = default_size(flux_pipe)
+        check_size(flux_pipe, size if height is None else height, size if width is None else width)
         encoder = load_encoder(mllm, device=device, dtype=dtype)
         return cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to)
 
@@ -78,9 +88,17 @@ class X2IPipeline:
         return [torch.Generator(device).manual_seed(s) for s in seed]
 
     @torch.no_grad()
-    def encode(self, requests: Sequence[Request]) -> FluxConditioning:
+    def encode(self, requests: Sequence[Request], answer_first: str | None = None) -> FluxConditioning:
         """MLLM -> AlignNet: the conditioning FLUX reads in place of T5/CLIP."""
-        return condition(self.alignnet, self.encoder.encode(requests, pad_to=self.pad_to))
+        if answer_first is None:
+            return condition(self.alignnet, self.encoder.encode(requests, pad_to=self.pad_to))
+        if answer_first not in ANSWER_FIRST:
+            raise X2IError(f"answer-first mode must be one of {', '.join(ANSWER_FIRST)}, not {answer_first!r}")
+        answers = self.encoder.answer(requests, self.max_answer_tokens)
+        states = self.encoder.encode(requests, pad_to=self.pad_to, answers=answers)
+        if answer_first == "answer":
+            states = states.keep_last([self.encoder.answer_length(a) for a in answers])
+        return condition(self.alignnet, states)
 
     @torch.no_grad()
     def __call__(
@@ -94,6 +112,7 @@ class X2IPipeline:
         seed: int | Sequence[int] | None = 0,
         show_progress: bool = True,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        answer_first: str | None = None,
     ) -> list[Image.Image]:
         """`seed` makes the noise on the pipeline's device (one seed per image for a list); a
         `generator` (or one per image) replaces it, e.g. CPU generators for the same noise on any device."""
@@ -102,10 +121,11 @@ class X2IPipeline:
             raise X2IError("empty request list")
         if num_inference_steps < 1 or num_images_per_prompt < 1:
             raise X2IError("steps and number of images must be at least 1")
-        height, width = height or self.default_size, width or self.default_size
+        height = self.default_size if height is None else height
+        width = self.default_size if width is None else width
         check_size(self.flux, height, width)
 
-        conditioning = self.encode(requests)
+        conditioning = self.encode(requests, answer_first)
 
         if generator is None:
             generator = self._generators(seed, len(requests) * num_images_per_prompt)

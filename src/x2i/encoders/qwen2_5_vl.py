@@ -132,8 +132,18 @@ class Qwen2_5_VLEncoder(MLLMEncoder):
         return torch.cat([text.unsqueeze(0), vision], dim=0)
 
     @torch.no_grad()
-    def encode(self, requests: Sequence[Request], pad_to: int | None = None) -> EncoderOutput:
-        inputs = self.prepare(requests, pad_to)
+    def answer(self, requests: Sequence[Request], max_new_tokens: int = 128) -> list[str]:
+        inputs = self.prepare(requests)
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        texts = self.processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return [t.strip() for t in texts]
+
+    def answer_length(self, answer: str) -> int:
+        return len(self.processor.tokenizer(answer + "<|im_end|>\n").input_ids)
+
+    @torch.no_grad()
+    def encode(self, requests: Sequence[Request], pad_to: int | None = None, answers: Sequence[str] | None = None) -> EncoderOutput:
+        inputs = self.prepare(requests, pad_to, answers)
         # The backbone alone: the LM head's logits over the whole vocabulary are not needed.
         out = self.model.model(
             **inputs,

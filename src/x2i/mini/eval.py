@@ -162,9 +162,9 @@ def run_teacher(teacher, cases: list[dict], seed: int, steps: int, batch: int = 
 
 
 @torch.no_grad()
-def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True):
+def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True, answer_first: str | None = None):
     """Images from X2I (MLLM -> AlignNet -> FLUX) for every case, with the teacher's wording and noise
-    (the same CPU generators as `run_teacher`, on every device)."""
+    (the same CPU generators as `run_teacher`, on every device); `answer_first` as in X2IPipeline."""
     from x2i.request import Request
 
     results, indexed = [], list(enumerate(cases))
@@ -173,7 +173,7 @@ def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int =
         inputs = [case_inputs(c, random.Random(seed + i)) for i, c in part]
         images = pipeline(
             [Request(text, imgs) for text, imgs in inputs], height=64, width=64, num_inference_steps=steps,
-            generator=[torch.Generator().manual_seed(seed + i) for i, _ in part], show_progress=False,
+            generator=[torch.Generator().manual_seed(seed + i) for i, _ in part], show_progress=False, answer_first=answer_first,
         )
         for (i, case), (text, _), image in zip(part, inputs, images):
             results.append(_judged(i, case, text, image, "student"))

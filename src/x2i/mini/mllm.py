@@ -183,12 +183,9 @@ def probe_loss(probe: torch.nn.Linear, last_hidden: torch.Tensor, labels: torch.
     return torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten())
 
 
-@torch.no_grad()
 def answer(encoder: Qwen2_5_VLEncoder, request: Request, max_new_tokens: int = 48) -> str:
     """The mini MLLM's greedy answer to a request (to check what it understood)."""
-    inputs = encoder.prepare([request])
-    out = encoder.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return encoder.processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    return encoder.answer([request], max_new_tokens)[0]
 
 
 def answer_accuracy(encoder: Qwen2_5_VLEncoder, n: int = 100, seed: int = 777) -> dict[str, float]:
