@@ -188,3 +188,9 @@ def test_distill_bad_input(tmp_path, tiny_models, capsys):
         assert main(["distill", "--out", str(tmp_path / "run"), *args]) == 2, name
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert message in err and err.startswith("x2i: error:"), (name, err)
+
+
+def test_help_and_generate_options_do_not_import_the_trainers():
+    code = "import sys; from x2i.cli import build_parser; build_parser('generate'); build_parser('eval'); print(sorted(m for m in ('torch', 'diffusers', 'accelerate') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr[-2000:]

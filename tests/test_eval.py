@@ -34,7 +34,7 @@ def test_case_inputs_are_worded_in_the_case_language():
         "instruction": {"op": "recolor", "object": 0, "color": "blue"}, "expect": {"objects": [{"color": "blue"}]}}
     text, images = case_inputs(case, rng)
     assert WORDS["zh"]["color"]["blue"] in text and len(images) == 1 and images[0].size == (64, 64)
-    assert case_inputs({**case, "text": "make it blue"}, rng)[0] == "make it blue"
+    assert case_inputs({**case, "text": "make it blue"}, rng).text == "make it blue"
 
 
 @pytest.mark.parametrize("line, message", [

@@ -15,8 +15,10 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from x2i.distill import DistillConfig
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `command` (the first word typed), the options that come from the
+    trainers' config classes are built only for that command, so that `x2i --help` and
+    `x2i generate` do not import the trainers."""
     from x2i.mini.cli import add_mini_commands
     from x2i.options import add_options
 
@@ -82,10 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         "For many GPUs or nodes: accelerate launch -m x2i.cli distill ...",
         formatter_class=DEFAULTS,
     )
-    add_options(dis, DistillConfig)
+    if command in (None, "distill"):
+        from x2i.distill import DistillConfig
+
+        add_options(dis, DistillConfig)
     dis.set_defaults(run=run_distill)
 
-    add_mini_commands(commands)
+    add_mini_commands(commands, with_recipes=command in (None, "mini"))
 
     tiny = commands.add_parser(
         "tiny-models",
@@ -194,13 +199,9 @@ def run_eval(args) -> None:
         print(json.dumps(report))
         return
     print(f"{len(cases)} cases, {args.steps} steps, seed {args.seed}")
-    for model in ("teacher", "student"):
-        if report[model] is not None:
-            scope = "English text2image cases" if model == "teacher" else "cases"
-            print(f"{model}: {report[model]['n']} {scope}")
-            for name, part in report[model].items():
-                if name != "n":
-                    print(f"  {name}: {part}")
+    for model in [m for m in ("teacher", "student") if report[m] is not None]:
+        print(f"{model}: {report[model]['n']} {'English text2image cases' if model == 'teacher' else 'cases'}")
+        print("".join(f"  {name}: {part}\n" for name, part in report[model].items() if name != "n"), end="")
 
 
 def run_distill(args) -> None:
@@ -216,14 +217,13 @@ def run_tiny_models(args) -> None:
     from x2i.tiny import build_tiny_models
 
     paths = build_tiny_models(args.directory, seed=args.seed)
-    print("built tiny random models (for smoke runs; their images mean nothing):")
-    for name, path in paths.items():
-        print(f"  --{name} {path}")
+    print("built tiny random models (for smoke runs; their images mean nothing):", *(f"--{k} {v}" for k, v in paths.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         args.run(args)
     except X2IError as e:

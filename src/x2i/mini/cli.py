@@ -12,9 +12,8 @@ from x2i.errors import X2IError
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 
 
-def add_mini_commands(commands) -> None:
-    from x2i.mini.mllm import MLLMConfig
-    from x2i.mini.teacher import TeacherConfig
+def add_mini_commands(commands, with_recipes: bool = True) -> None:
+    """`x2i mini ...`; the recipes' options (from their configs) only `with_recipes`."""
     from x2i.options import add_options
 
     mini = commands.add_parser("mini", help="the built-in mini world: make cases, check the judge, rebuild the mini models")
@@ -42,13 +41,19 @@ def add_mini_commands(commands) -> None:
 
     teacher = steps.add_parser("train-teacher", help="rebuild the mini FLUX teacher (VAE, transformer, T5, CLIP)", formatter_class=DEFAULTS)
     teacher.add_argument("--out", type=Path, required=True)
-    add_options(teacher, TeacherConfig)
+    if with_recipes:
+        from x2i.mini.teacher import TeacherConfig
+
+        add_options(teacher, TeacherConfig)
     teacher.add_argument("--snapshots", type=int, nargs="*", default=[], metavar="STEP", help="also save the pipeline after these steps, to OUT/step-N")
     teacher.set_defaults(run=run_train_teacher)
 
     mllm = steps.add_parser("train-mllm", help="rebuild the mini Qwen2.5-VL", formatter_class=DEFAULTS)
     mllm.add_argument("--out", type=Path, required=True)
-    add_options(mllm, MLLMConfig)
+    if with_recipes:
+        from x2i.mini.mllm import MLLMConfig
+
+        add_options(mllm, MLLMConfig)
     mllm.set_defaults(run=run_train_mllm)
 
 

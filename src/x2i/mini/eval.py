@@ -15,6 +15,7 @@ import json
 import random
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -98,16 +99,21 @@ def load_cases(path: str | Path) -> list[dict]:
     return cases
 
 
-def case_inputs(case: dict, rng: random.Random):
+class CaseInputs(NamedTuple):
+    text: str
+    images: list
+
+
+def case_inputs(case: dict, rng: random.Random) -> CaseInputs:
     """The text and images a case puts to a model, worded and rendered by the world."""
     images = [render(scene, rng) for scene in case.get("images", [])]
     if "text" in case:
-        return case["text"], images
+        return CaseInputs(case["text"], images)
     if case["task"] == "text2image":
-        return caption(case["expect"], case["lang"], rng), images
+        return CaseInputs(caption(case["expect"], case["lang"], rng), images)
     if case["task"] == "imagetext2image":
-        return instruction(case["images"][0], case["instruction"], case["lang"], rng), images
-    return "", images
+        return CaseInputs(instruction(case["images"][0], case["instruction"], case["lang"], rng), images)
+    return CaseInputs("", images)
 
 
 # ---- scoring ------------------------------------------------------------------------------------
@@ -149,7 +155,7 @@ def run_teacher(teacher, cases: list[dict], seed: int, steps: int, batch: int = 
     results = []
     for start in tqdm(range(0, len(chosen), batch), desc="teacher", disable=not progress):
         part = chosen[start : start + batch]
-        texts = [case_inputs(c, random.Random(seed + i))[0] for i, c in part]
+        texts = [case_inputs(c, random.Random(seed + i)).text for i, c in part]
         generators = [torch.Generator().manual_seed(seed + i) for i, _ in part]
         images = teacher(
             prompt=texts, num_inference_steps=steps, height=64, width=64, generator=generators,
