@@ -119,3 +119,15 @@ def test_shipped_student_scores_as_claimed():
     assert report["by_lang"]["en"] >= STUDENT_EN_1OBJ and report["by_lang"]["fr"] >= STUDENT_FR_1OBJ
     two = make_cases(40, tasks=("text2image",), langs=("en",), seed=10, num_objects=2)
     assert summarize(run_student(pipe, two, seed=0, steps=20, progress=False))["overall"] >= STUDENT_EN_2OBJ
+
+
+def test_teacher_packs_latents_as_flux_does():
+    """The teacher packs given latents itself (diffusers packs only the noise it draws); the result
+    must be FLUX's own layout, which its pipeline unpacks back to the image."""
+    import torch
+
+    from x2i.mini.teacher import pack_latents
+
+    x = torch.randn(2, 8, 16, 16)
+    assert torch.equal(pack_latents(x), FluxPipeline._pack_latents(x, 2, 8, 16, 16))
+    assert torch.equal(FluxPipeline._unpack_latents(pack_latents(x), 64, 64, vae_scale_factor=4), x)
