@@ -148,7 +148,7 @@ class AlignNet(ModelMixin, ConfigMixin):
                 raise unreachable("AlignNet", location, e) from e
             raise X2IError(f"cannot read AlignNet at {path}: {str(e).strip().splitlines()[0]}") from e
 
-# ---- the authors' released checkpoints ---------------------------------------------------------
+    # ---- the authors' released checkpoints -----------------------------------------------------
 
     @classmethod
     def from_official(

@@ -19,15 +19,6 @@ def resolve(location: str | Path, what: str) -> Path | str:
     raise X2IError(f"{what} {location} does not exist (give a local directory or a hub id like org/name)")
 
 
-def download(repo_id: str, what: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id))
-    except Exception as e:  # offline, unknown repo, gated repo: all mean "not available here"
-        raise unreachable(what, repo_id, e) from e
-
-
 def unreachable(what: str, repo_id: str, error: Exception) -> X2IError:
     """The one message for a hub model that cannot be had here."""
     return X2IError(f"cannot get {what} {repo_id} from the hub ({type(error).__name__}); download it and pass its directory")

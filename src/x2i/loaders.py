@@ -73,6 +73,7 @@ def load_flux(path: str | Path, dtype: torch.dtype = torch.float32, text_encoder
             raise unreachable("FLUX", location, e) from e
         raise X2IError(f"cannot load FLUX from {path}: {str(e).splitlines()[0]}") from e
 
+
 def load_alignnet(path: str | Path, dtype: torch.dtype = torch.float32, preset: str | None = None, mllm: str | Path | None = None) -> AlignNet:
     """Our AlignNet directory, or one of the authors' released `.bin` files; their preset is
     inferred from the shapes and, where presets share shapes, from the family of `mllm`."""
