@@ -39,7 +39,7 @@ from x2i.loaders import check_size, default_size, load_encoder, load_flux
 from x2i.loss import TERMS, AttentionTaps, FluxInputs, distillation_loss
 from x2i.options import option
 from x2i.prompts import global_batch, read_prompts
-from x2i.request import Request, format_prompt
+from x2i.request import Request
 
 TIMESTEPS = ("original", "logit-normal", "mixed")
 
@@ -255,14 +255,11 @@ def word_pairs(t5_tokenizer, encoder, captions: list[str], t5_length: int, mllm_
     pairs = torch.full((len(captions), t5_length), -1, dtype=torch.long)
     t5 = t5_tokenizer(captions, max_length=t5_length, padding="max_length", truncation=True, return_offsets_mapping=True)
     for row, caption in enumerate(captions):
-        chat = encoder.prompt_text(Request(caption))
-        start = chat.find(format_prompt(Request(caption)))
-        if repr(caption)[1:-1] != caption or start < 0:
+        located = encoder.caption_token_ends(caption)
+        if located is None:
             continue  # quotes or escapes move the caption's characters inside the dict string: no text pairs
-        start += len("{'Text input': '")
-        offsets = encoder.processor.tokenizer(chat, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        ends = torch.tensor([b for _, b in offsets])
-        shift = mllm_length - len(offsets)  # left padding (or, when negative, the states cut from the left)
+        start, ends = located
+        shift = mllm_length - len(ends)  # left padding (or, when negative, the states cut from the left)
         for k, (a, b) in enumerate(t5["offset_mapping"][row]):
             if b > a:
                 j = int(torch.searchsorted(ends, start + b - 1, right=True)) + shift  # first token ending after that character

@@ -115,6 +115,17 @@ class Qwen2_5_VLEncoder(MLLMEncoder):
             inputs = self.processor(text=texts, images=images, padding="max_length", max_length=pad_to, return_tensors="pt")
         return inputs.to(self.device)
 
+    def caption_token_ends(self, caption: str, answer: str | None = None) -> tuple[int, torch.Tensor] | None:
+        """For a text-only request: the character where its caption starts in the chat text, and the
+        end character of each of the chat's tokens; None when quoting moves the caption's characters
+        inside the prompt's dict string."""
+        chat = self.prompt_text(Request(caption), answer)
+        start = chat.find(format_prompt(Request(caption)))
+        if repr(caption)[1:-1] != caption or start < 0:
+            return None
+        offsets = self.processor.tokenizer(chat, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return start + len("{'Text input': '"), torch.tensor([end for _, end in offsets])
+
     def position_ids(self, inputs) -> torch.Tensor:
         """The positions `generate()` gives a prompt: padding-aware text positions, plus 3D (M-RoPE)
         positions for image tokens. A plain forward would count left padding as positions."""

@@ -48,6 +48,16 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
     teacher.add_argument("--snapshots", type=int, nargs="*", default=[], metavar="STEP", help="also save the pipeline after these steps, to OUT/step-N")
     teacher.set_defaults(run=run_train_teacher)
 
+    readout = steps.add_parser(
+        "readout", formatter_class=DEFAULTS,
+        help="how well an MLLM's states, layer by layer, read out as the scene's English words through its LM head",
+    )
+    readout.add_argument("--mllm", default=None, help="an MLLM directory (default: the shipped mini MLLM)")
+    readout.add_argument("--n", type=int, default=200, help="scenes per line (images; captions in each language)")
+    readout.add_argument("--seed", type=int, default=2025)
+    readout.add_argument("--json", action="store_true", help="print the report as JSON")
+    readout.set_defaults(run=run_readout)
+
     mllm = steps.add_parser("train-mllm", help="rebuild the mini Qwen2.5-VL", formatter_class=DEFAULTS)
     mllm.add_argument("--out", type=Path, required=True)
     if with_recipes:
@@ -108,3 +118,19 @@ def run_train_mllm(args) -> None:
     start = time.time()
     path = train_mllm(config_from_args(MLLMConfig, args), args.out)
     print(f"wrote the mini MLLM to {path} in {time.time() - start:.0f} s")
+
+
+def run_readout(args) -> None:
+    from x2i.loaders import load_encoder
+    from x2i.mini import weights_dir
+    from x2i.mini.readout import readout
+
+    report = readout(load_encoder(args.mllm or weights_dir("mllm")), args.n, args.seed)
+    if args.json:
+        print(json.dumps(report))
+        return
+    layers = len(report["image"]["color"])
+    print("share of objects whose states read out as their English color / shape (chance 0.17 / 0.33)")
+    print(f"{'line':<8}" + "".join(f"{'layer ' + str(i):>14}" for i in range(layers)))
+    for line, scores in report.items():
+        print(f"{line:<8}" + "".join(f"{c:>8.2f} / {s:.2f}" for c, s in zip(scores["color"], scores["shape"])))

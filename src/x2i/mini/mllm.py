@@ -2,15 +2,25 @@
 
 It is the real `Qwen2_5_VLForConditionalGeneration` with a byte-level BPE tokenizer trained on the
 world's five languages, saved so that `x2i.encoders.load_encoder` loads it exactly as it loads the
-real model. It learns by next-token prediction on the assistant's answer, with every request put
-to it through the same `Qwen2_5_VLEncoder.chat` / `format_prompt` that X2I uses, so the hidden
-states X2I reads come from prompts in the format it was trained on. The tasks:
+real model. It is made in the three stages real MLLMs are made in (Qwen2.5-VL, LLaVA):
+
+1. language model: next-token prediction on text of the world in five languages (captions, half
+   of them beside a translation as parallel text on the web is, edit instructions, questions);
+2. vision-language alignment: the vision tower learns to caption images (in English) for the
+   frozen language model;
+3. instruction tuning, everything trained, on the world's tasks put through the same
+   `Qwen2_5_VLEncoder.chat` / `format_prompt` that X2I uses:
 
 - text2image:       a caption in any of the five languages  -> the scene in canonical English
 - image2image:      one image                                -> its scene
 - imagetext2image:  an image + an edit instruction (any lang) -> the edited scene
 - multiimage2image: two single-object images                 -> the scene holding both
 - question:         an image + a question                    -> a short answer
+
+Two training-only objectives stand in for properties measured in large MLLMs that a 4-layer model
+does not get by itself (docs/mini-world.md): the semantic hub (`x2i.mini.readout.hub_loss`: an
+object's image tokens and caption words, in any language, read out as its English words through
+the LM head) and the scene probe (the prompt's closing tokens hold what the answer will say).
 """
 
 from __future__ import annotations
@@ -24,30 +34,35 @@ from transformers import Qwen2VLImageProcessorPil
 
 from x2i.mini.training import train_loop
 from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder, load_processor
-from x2i.mini.language import WORDS, caption, describe, edit
+from x2i.mini.language import WORDS, caption, caption_with_spans, describe, edit
+from x2i.mini.readout import Example, english_word_ids, hub_loss, object_tokens
 from x2i.mini.world import COLORS, IMAGE_SIZE, LANGUAGES, POSITIONS, SHAPES, SIZES, combine, random_edit, random_object, random_scene, render
 from x2i.options import option
 from x2i.request import Request
 from x2i.tiny import QWEN_VL_CHAT_TEMPLATE, build_qwen2_5_vl, build_qwen_tokenizer, save_qwen2_5_vl
 
-# The training mix: the world's tasks, and questions about an image (an MLLM-only task).
+# The instruction-tuning mix: the world's tasks, and questions about an image (an MLLM-only task).
 TRAINING_MIX = {"text2image": 4, "image2image": 1, "imagetext2image": 3, "multiimage2image": 1, "question": 1}
 
 
 @dataclass
 class MLLMConfig:
     seed: int = option(0, "seed of the tokenizer, the initialisation and the data")
-    steps: int = option(5000, "training steps")
-    batch: int = option(32, "requests per step")
-    lr: float = option(1e-3, "learning rate")
-    warmup: int = option(200, "warm-up steps")
+    text_steps: int = option(2000, "stage 1: language-model steps on text in the five languages")
+    caption_steps: int = option(1500, "stage 2: captioning steps with the language model frozen")
+    steps: int = option(5000, "stage 3: instruction-tuning steps on the world's tasks")
+    batch: int = option(32, "texts or requests per step")
+    lr: float = option(1e-3, "learning rate (each stage: warm-up, then cosine decay)")
+    warmup: int = option(200, "warm-up steps of each stage")
     hidden_size: int = option(128, "language model width")
     num_layers: int = option(4, "language model layers")
     vision_depth: int = option(2, "vision tower blocks")
     vision_hidden_size: int = option(64, "vision tower width")
     patch_size: int = option(8, "64 px images -> 8x8 patches -> 16 image tokens after 2x2 merging")
     vocab_size: int = option(2000, "BPE vocabulary over the five languages")
-    probe_weight: float = option(1.0, "weight of the scene probe's loss next to the answer's (0: no probe)")
+    hub_weight: float = option(1.0, "weight of the semantic-hub readout objective, stages 2 and 3 (0: none)")
+    hub_layers: int = option(2, "the last layers the semantic-hub objective reads")
+    probe_weight: float = option(1.0, "weight of the scene probe's loss next to the answer's, stage 3 (0: no probe)")
     probe_tokens: int = option(6, "prompt tokens the probe reads: the chat template's closing ones")
 
 
@@ -69,34 +84,59 @@ def question(scene: dict, rng: random.Random) -> tuple[str, str]:
 
 
 def sample_example(rng: random.Random, task: str | None = None) -> tuple[Request, str]:
-    """One training request (of `task`, or one drawn by TASKS' weights) and the answer to give."""
-    request, answer, _ = sample_with_scene(rng, task)
-    return request, answer
+    """One training request (of `task`, or one drawn by TRAINING_MIX's weights) and the answer to give."""
+    example = sample_with_scene(rng, task)
+    return example.request, example.answer
 
 
-def sample_with_scene(rng: random.Random, task: str | None = None) -> tuple[Request, str, dict]:
-    """A request, its answer, and the scene it is about (the result, for edits and pairs)."""
+def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | None = None) -> Example:
+    """A request, its answer, the scene it is about (the result, for edits and pairs), and where
+    the request shows each object."""
     task = task or rng.choices(list(TRAINING_MIX), weights=list(TRAINING_MIX.values()))[0]
-    lang = rng.choice(LANGUAGES)
+    lang = lang or rng.choice(LANGUAGES)
     scene = random_scene(rng)
+    in_image = [(obj, ("image", 0)) for obj in scene["objects"]]
     if task == "text2image":
-        return Request(caption(scene, lang, rng)), describe(scene), scene
+        text, spans = caption_with_spans(scene, lang, rng)
+        return Example(Request(text), describe(scene), scene, [(obj, ("text", span)) for obj, span in zip(scene["objects"], spans)])
     if task == "image2image":
-        return Request("", [render(scene, rng)]), describe(scene), scene
+        return Example(Request("", [render(scene, rng)]), describe(scene), scene, in_image)
     if task == "imagetext2image":
         text, result = edit(scene, random_edit(scene, rng), lang, rng)
-        return Request(text, [render(scene, rng)]), describe(result), result
+        return Example(Request(text, [render(scene, rng)]), describe(result), result, in_image)
     if task == "multiimage2image":
         a, b = ({"objects": [random_object(rng, p)]} for p in rng.sample(POSITIONS, 2))
         both = combine([a, b])
-        return Request("", [render(a, rng), render(b, rng)]), describe(both), both
+        return Example(Request("", [render(a, rng), render(b, rng)]), describe(both), both,
+                       [(a["objects"][0], ("image", 0)), (b["objects"][0], ("image", 1))])
     q, answer = question(scene, rng)
-    return Request(q, [render(scene, rng)]), answer, scene
+    return Example(Request(q, [render(scene, rng)]), answer, scene, in_image)
+
+
+def caption_example(rng: random.Random) -> Example:
+    """Stage 2: an image and an English caption of it."""
+    scene = random_scene(rng)
+    return Example(Request("", [render(scene, rng)]), caption(scene, "en", rng), scene, [(obj, ("image", 0)) for obj in scene["objects"]])
+
+
+def text_document(rng: random.Random) -> str:
+    """Stage 1: a short text of the world: a caption (half the time beside its translation into
+    another language), then an edit instruction or a question with its answer, or nothing."""
+    scene = random_scene(rng)
+    lines = [caption(scene, lang, rng) for lang in rng.sample(LANGUAGES, rng.choice((1, 2)))]
+    kind = rng.random()
+    if kind < 1 / 3:
+        lines.append(edit(scene, random_edit(scene, rng), rng.choice(LANGUAGES), rng)[0])
+    elif kind < 2 / 3:
+        lines.append(" ".join(question(scene, rng)))
+    return "\n".join(lines)
 
 
 # ---- the scene probe -----------------------------------------------------------------------------
 # A 4-layer MLLM does not, by itself, place what it is about to say at the same prompt positions for
-# an image as for a caption (large MLLMs do, which is what X2I relies on). A linear probe, used in
+# an image as for a caption. Large MLLMs do: the image's and the question's information flows to the
+# prompt's last positions in the middle layers, before the answer (Zhang et al., "Cross-modal
+# Information Flow in Multimodal Large Language Models", CVPR 2025). A linear probe, used in
 # training only and then thrown away, asks the last layer at the prompt's final tokens (the chat
 # template's closing tokens, the same whatever the input) to hold the scene the answer describes.
 
@@ -151,23 +191,52 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
     )
     out = save_qwen2_5_vl(model, tokenizer, image_processor, out)  # the processor comes back as X2I loads it
     encoder = Qwen2_5_VLEncoder(model, load_processor(out))
-    model.train().requires_grad_(True)
+    word_ids = english_word_ids(tokenizer)
     probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
-
     rng = random.Random(config.seed + 1)
+    model.train()
 
-    def step(_):
-        requests, answers, scenes = zip(*(sample_with_scene(rng) for _ in range(config.batch)))
-        inputs = encoder.prepare(requests, answers=answers)
-        labels = answer_labels(encoder, inputs, answers)
+    def forward(examples: list[Example]):
+        """The model on the examples with their answers; next-token loss on the answers, plus the
+        semantic-hub objective on the objects the requests show."""
+        inputs = encoder.prepare([e.request for e in examples], answers=[e.answer for e in examples])
+        labels = answer_labels(encoder, inputs, [e.answer for e in examples])
         result = model(**inputs, position_ids=encoder.position_ids(inputs), labels=labels, use_cache=False, output_hidden_states=True)
-        loss = result.loss
-        if config.probe_weight:
-            loss = loss + config.probe_weight * probe_loss(probe, result.hidden_states[-1], labels, scenes, config.probe_tokens)
-        return loss, {}
+        loss, shown = result.loss, {}
+        if config.hub_weight:
+            hub = hub_loss(model, result.hidden_states, object_tokens(encoder, inputs, examples, answered=True), word_ids, config.hub_layers)
+            loss, shown["hub"] = loss + config.hub_weight * hub, f"{hub.item():.3f}"
+        return loss, shown, result, labels
 
-    train_loop("mini MLLM", config.steps, [*model.parameters(), *probe.parameters()], step, lr=config.lr, warmup=config.warmup,
-               clip=list(model.parameters()), progress=progress)
+    def language_step(_):
+        inputs = tokenizer([text_document(rng) for _ in range(config.batch)], padding=True, return_tensors="pt")
+        labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+        return model(**inputs, position_ids=encoder.position_ids(inputs), labels=labels, use_cache=False).loss, {}
+
+    def caption_step(_):
+        loss, shown, _, _ = forward([caption_example(rng) for _ in range(config.batch)])
+        return loss, shown
+
+    def instruction_step(_):
+        examples = [sample_with_scene(rng) for _ in range(config.batch)]
+        loss, shown, result, labels = forward(examples)
+        if config.probe_weight:
+            probe_term = probe_loss(probe, result.hidden_states[-1], labels, [e.scene for e in examples], config.probe_tokens)
+            loss, shown["probe"] = loss + config.probe_weight * probe_term, f"{probe_term.item():.3f}"
+        return loss, shown
+
+    language, vision = list(model.model.language_model.parameters()) + list(model.lm_head.parameters()), list(model.model.visual.parameters())
+    stages = [
+        ("mini MLLM 1/3 language", config.text_steps, language, language_step),
+        ("mini MLLM 2/3 captions", config.caption_steps, vision, caption_step),  # the language model frozen
+        ("mini MLLM 3/3 instructions", config.steps, [*model.parameters(), *probe.parameters()], instruction_step),
+    ]
+    for desc, steps, params, step in stages:
+        model.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        train_loop(desc, steps, params, step, lr=config.lr, warmup=min(config.warmup, steps // 10), clip=trained, progress=progress)
     model.eval()
     return save_qwen2_5_vl(model, tokenizer, image_processor, out)
 

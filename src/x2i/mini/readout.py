@@ -1,0 +1,149 @@
+"""Reading the scene out of an MLLM's hidden states through its own LM head (the "logit lens").
+
+Large MLLMs hold what they read and see in one English-leaning space: in their middle and late
+layers, the states of words in other languages and of image tokens that show an object decode
+through the LM head to the English words for it (Wu et al., "The Semantic Hub Hypothesis: Language
+Models Share Semantic Representations Across Languages and Modalities", ICLR 2025; Neo et al.,
+"Towards Interpreting Visual Information Processing in Vision-Language Models", ICLR 2025). X2I's
+transfer from English captions to other languages and to images rests on it: AlignNet learns to
+read English caption states, and meets the same states when the input is French or a picture.
+
+    object_tokens(encoder, inputs, examples)   where each object of each request sits in its tokens
+    hub_loss(...)                              the training-only objective that gives the mini MLLM
+                                               that property (a 4-layer model does not get it alone)
+    readout(encoder, n, seed)                  the measurement: how often each layer's states
+                                               read out as the object's English color and shape
+"""
+
+from __future__ import annotations
+
+import random
+from typing import NamedTuple
+
+import torch
+
+from x2i.mini.world import ATTRIBUTES, CENTERS, COLORS, HALF_EXTENT, IMAGE_SIZE, LANGUAGES, SHAPES, VALUES
+from x2i.request import Request
+
+
+class Example(NamedTuple):
+    """A request put to the MLLM, the answer it should give, the scene that answer describes, and
+    what the request shows: (object, ("image", k)) for an object in its k-th image, (object,
+    ("text", (start, end))) for an object whose words are those characters of its text."""
+
+    request: Request
+    answer: str
+    scene: dict
+    shown: list[tuple[dict, tuple]]
+
+
+# An image token covers an object when it overlaps the object's box by at least this share of the
+# box (slivers left out; renders shift objects by up to 1.5 px, and a triangle's pixels sit low).
+COVER = 0.05
+
+
+def image_cells(obj: dict, grid: int) -> list[int]:
+    """Row-major indices of the grid x grid image tokens (after the 2x2 merge) covering `obj`."""
+    cell = IMAGE_SIZE / grid
+    (x, y), half = CENTERS[obj["position"]], HALF_EXTENT[obj["size"]]
+    cells = []
+    for row in range(grid):
+        for col in range(grid):
+            dx = min(x + half, (col + 1) * cell) - max(x - half, col * cell)
+            dy = min(y + half, (row + 1) * cell) - max(y - half, row * cell)
+            if dx > 0 and dy > 0 and dx * dy >= COVER * (2 * half) ** 2:
+                cells.append(row * grid + col)
+    return cells
+
+
+def object_tokens(encoder, inputs, examples: list[Example], answered: bool) -> list[tuple[int, list[int], dict]]:
+    """(row, token positions, object) for every object the requests show: an image's covering
+    tokens; the last token of a caption's words for the object (the causal model's token there has
+    read them all). `answered`: the inputs hold the examples' answers after the prompts."""
+    image_token = encoder.model.config.image_token_id
+    merge = encoder.model.config.vision_config.spatial_merge_size
+    grids = inputs.get("image_grid_thw")
+    found, image_index = [], 0
+    for row, example in enumerate(examples):
+        positions = (inputs["input_ids"][row] == image_token).nonzero().flatten().tolist()
+        starts, sizes = [], []
+        for _ in example.request.images:
+            t, h, w = grids[image_index].tolist()
+            starts.append(sum(sizes))
+            sizes.append(t * h * w // merge**2)
+            image_index += 1
+        located = None
+        for obj, (kind, where) in example.shown:
+            if kind == "image":
+                grid = int(grids[image_index - len(sizes) + where][2]) // merge
+                found.append((row, [positions[starts[where] + c] for c in image_cells(obj, grid)], obj))
+                continue
+            located = located or encoder.caption_token_ends(example.request.text, example.answer if answered else None)
+            if located is None:
+                continue  # quotes move the caption's characters: no text positions for this request
+            start, ends = located
+            shift = inputs["input_ids"].shape[1] - len(ends)  # left padding
+            found.append((row, [int(torch.searchsorted(ends, start + where[1] - 1, right=True)) + shift], obj))
+    return found
+
+
+def logit_lens(model, hidden: torch.Tensor, last: bool) -> torch.Tensor:
+    """Logits of states through the final norm and the LM head (the last layer's states are normed)."""
+    return model.lm_head(hidden if last else model.model.language_model.norm(hidden))
+
+
+def english_word_ids(tokenizer) -> dict[str, int]:
+    """The token of each attribute value as an English caption writes it (" red", " circle", ...)."""
+    ids = {}
+    for attr in ATTRIBUTES:
+        for value in VALUES[attr]:
+            tokens = tokenizer(" " + value, add_special_tokens=False).input_ids
+            if len(tokens) != 1:
+                raise ValueError(f"the tokenizer splits ' {value}' into {len(tokens)} tokens; the readout needs one")
+            ids[value] = tokens[0]
+    return ids
+
+
+def hub_loss(model, hidden_states, located, word_ids: dict[str, int], layers: int) -> torch.Tensor:
+    """Mean over objects' tokens and the last `layers` layers of -log(the LM head's probability
+    mass on the object's four English words)."""
+    rows = torch.tensor([row for row, positions, _ in located for _ in positions])
+    cols = torch.tensor([p for _, positions, _ in located for p in positions])
+    targets = torch.tensor([[word_ids[obj[a]] for a in ATTRIBUTES] for _, positions, obj in located for _ in positions])
+    total = len(hidden_states) - 1
+    losses = []
+    for layer in range(total - layers + 1, total + 1):
+        log_probs = logit_lens(model, hidden_states[layer][rows, cols], last=layer == total).log_softmax(-1)
+        losses.append(-log_probs.gather(1, targets).logsumexp(-1).mean())
+    return torch.stack(losses).mean()
+
+
+@torch.no_grad()
+def readout(encoder, n: int = 100, seed: int = 2025) -> dict[str, dict[str, list[float]]]:
+    """For images and for captions in each language: per layer (0 = embeddings), the share of
+    objects whose states, averaged over their tokens and read through the LM head, rank the
+    object's color first among the six English color words, and its shape among the three."""
+    from x2i.mini.mllm import sample_with_scene
+
+    rng = random.Random(seed)
+    word_ids = english_word_ids(encoder.processor.tokenizer)
+    lines = {"image": [sample_with_scene(rng, "image2image") for _ in range(n)]}
+    for lang in LANGUAGES:
+        lines[lang] = [sample_with_scene(rng, "text2image", lang) for _ in range(n)]
+    report = {}
+    for line, examples in lines.items():
+        inputs = encoder.prepare([e.request for e in examples])
+        states = encoder.model.model(**inputs, position_ids=encoder.position_ids(inputs), output_hidden_states=True, use_cache=False).hidden_states
+        located = object_tokens(encoder, inputs, examples, answered=False)
+        total = len(states) - 1
+        scores = {"color": [], "shape": []}
+        for layer, hidden in enumerate(states):
+            pooled = torch.stack([hidden[row, positions].mean(0) for row, positions, _ in located])
+            logits = logit_lens(encoder.model, pooled, last=layer == total)
+            for attr, values in (("color", COLORS), ("shape", SHAPES)):
+                ids = torch.tensor([word_ids[v] for v in values])
+                best = logits[:, ids].argmax(-1)
+                truth = torch.tensor([values.index(obj[attr]) for _, _, obj in located])
+                scores[attr].append(round((best == truth).float().mean().item(), 3))
+        report[line] = scores
+    return report
