@@ -59,6 +59,7 @@ def test_object_tokens_find_caption_words_and_image_tokens():
 def test_hub_loss_trains_toward_the_english_words():
     encoder = load_encoder(weights_dir("mllm"))
     model = encoder.model
+    torch.nn.init.normal_(model.lm_head.weight, std=0.02)  # the shipped head already meets the objective
     model.lm_head.requires_grad_(True)
     word_ids = english_word_ids(encoder.processor.tokenizer)
     rng = random.Random(5)
@@ -74,7 +75,7 @@ def test_hub_loss_trains_toward_the_english_words():
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    assert losses[-1] < losses[0] - 0.1
+    assert losses[0] > 7 and losses[-1] < losses[0] - 0.5  # from about log(vocabulary size)
 
 
 def test_readout_report_and_command(capsys):
@@ -86,3 +87,11 @@ def test_readout_report_and_command(capsys):
     assert main(["mini", "readout", "--n", "4"]) == 0
     out = capsys.readouterr().out
     assert "layer 4" in out and out.count("\n") == 8
+
+
+def test_shipped_mllm_reads_out_as_english_words():
+    """The semantic-hub property of the shipped mini MLLM (BENCHMARKS.md: 0.98-1.00 from layer 1
+    on, for images and captions in every language; 0.15-0.48 before the objective)."""
+    report = readout(load_encoder(weights_dir("mllm")), n=30, seed=11)
+    for line, scores in report.items():
+        assert min(scores["color"][-2:] + scores["shape"][-2:]) >= 0.9, line

@@ -48,9 +48,9 @@ TRAINING_MIX = {"text2image": 4, "image2image": 1, "imagetext2image": 3, "multii
 @dataclass
 class MLLMConfig:
     seed: int = option(0, "seed of the tokenizer, the initialisation and the data")
-    text_steps: int = option(2000, "stage 1: language-model steps on text in the five languages")
-    caption_steps: int = option(1500, "stage 2: captioning steps with the language model frozen")
-    steps: int = option(5000, "stage 3: instruction-tuning steps on the world's tasks")
+    text_steps: int = option(1500, "stage 1: language-model steps on text in the five languages")
+    caption_steps: int = option(1000, "stage 2: captioning steps with the language model frozen")
+    steps: int = option(3000, "stage 3: instruction-tuning steps on the world's tasks")
     batch: int = option(32, "texts or requests per step")
     lr: float = option(1e-3, "learning rate (each stage: warm-up, then cosine decay)")
     warmup: int = option(200, "warm-up steps of each stage")
@@ -191,7 +191,7 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
     )
     out = save_qwen2_5_vl(model, tokenizer, image_processor, out)  # the processor comes back as X2I loads it
     encoder = Qwen2_5_VLEncoder(model, load_processor(out))
-    word_ids = english_word_ids(tokenizer)
+    word_ids = english_word_ids(tokenizer) if config.hub_weight else None
     probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
     rng = random.Random(config.seed + 1)
     model.train()

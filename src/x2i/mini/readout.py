@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 
+from x2i.errors import X2IError
 from x2i.mini.world import ATTRIBUTES, CENTERS, COLORS, HALF_EXTENT, IMAGE_SIZE, LANGUAGES, SHAPES, VALUES
 from x2i.request import Request
 
@@ -99,14 +100,16 @@ def english_word_ids(tokenizer) -> dict[str, int]:
         for value in VALUES[attr]:
             tokens = tokenizer(" " + value, add_special_tokens=False).input_ids
             if len(tokens) != 1:
-                raise ValueError(f"the tokenizer splits ' {value}' into {len(tokens)} tokens; the readout needs one")
+                raise X2IError(f"the tokenizer splits ' {value}' into {len(tokens)} tokens; the readout needs one: use a larger vocabulary")
             ids[value] = tokens[0]
     return ids
 
 
 def hub_loss(model, hidden_states, located, word_ids: dict[str, int], layers: int) -> torch.Tensor:
-    """Mean over objects' tokens and the last `layers` layers of -log(the LM head's probability
-    mass on the object's four English words)."""
+    """Mean over objects' tokens, the last `layers` layers and the object's four English words
+    (shape, color, size, place) of -log(the word's probability through the LM head): each word
+    must come out, not just the easiest one (a loss on their summed probability is met by the
+    size word alone, which leaves color and shape unread)."""
     rows = torch.tensor([row for row, positions, _ in located for _ in positions])
     cols = torch.tensor([p for _, positions, _ in located for p in positions])
     targets = torch.tensor([[word_ids[obj[a]] for a in ATTRIBUTES] for _, positions, obj in located for _ in positions])
@@ -114,7 +117,7 @@ def hub_loss(model, hidden_states, located, word_ids: dict[str, int], layers: in
     losses = []
     for layer in range(total - layers + 1, total + 1):
         log_probs = logit_lens(model, hidden_states[layer][rows, cols], last=layer == total).log_softmax(-1)
-        losses.append(-log_probs.gather(1, targets).logsumexp(-1).mean())
+        losses.append(-log_probs.gather(1, targets).mean())
     return torch.stack(losses).mean()
 
 
