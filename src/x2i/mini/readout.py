@@ -67,17 +67,14 @@ def object_tokens(encoder, inputs, examples: list[Example], answered: bool) -> l
     found, image_index = [], 0
     for row, example in enumerate(examples):
         positions = (inputs["input_ids"][row] == image_token).nonzero().flatten().tolist()
-        starts, sizes = [], []
-        for _ in example.request.images:
-            t, h, w = grids[image_index].tolist()
-            starts.append(sum(sizes))
-            sizes.append(t * h * w // merge**2)
-            image_index += 1
+        row_grids = grids[image_index : image_index + len(example.request.images)].tolist() if grids is not None else []
+        image_index += len(row_grids)
+        starts = [sum(t * h * w // merge**2 for t, h, w in row_grids[:k]) for k in range(len(row_grids))]
         located = None
         for obj, (kind, where) in example.shown:
             if kind == "image":
-                grid = int(grids[image_index - len(sizes) + where][2]) // merge
-                found.append((row, [positions[starts[where] + c] for c in image_cells(obj, grid)], obj))
+                cells = image_cells(obj, row_grids[where][2] // merge)
+                found.append((row, [positions[starts[where] + c] for c in cells], obj))
                 continue
             located = located or encoder.caption_token_ends(example.request.text, example.answer if answered else None)
             if located is None:
