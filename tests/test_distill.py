@@ -69,7 +69,7 @@ def test_resume_after_sigkill_is_exact(prompts, tmp_path):
     assert all(row["terms"] == {"double_image": 2, "double_text": 2, "single_image": 4, "single_text": 4} for row in log)
     assert (killed / "loss.png").stat().st_size > 1000
     state = json.loads((killed / "checkpoints" / "step-000024" / "state.json").read_text())
-    assert state["step"] == steps and state["prompts_seen"] == steps * 2
+    assert state["step"] == steps and state["samples_seen"] == steps * 2
 
 
 def free_port():

@@ -1,7 +1,8 @@
 """Training checkpoints: written atomically, read back exactly, old ones pruned. No pickles.
 
 A checkpoint is a directory `step-000500/` holding
-    alignnet/                  the AlignNet being trained (config.json + model.safetensors)
+    alignnet/ (or lightcontrol/, lora/)
+                               what is being trained, saved as users load it (`Trained.save`)
     optimizer.safetensors      every tensor of the optimizer state (AdamW or 8-bit AdamW)
     state.json                 step, data position, the optimizer's other values, the LR schedule,
                                Python's RNG state
@@ -18,21 +19,51 @@ import os
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
+from diffusers import ModelMixin
 from safetensors.torch import load_file, save_file
 
-from x2i.alignnet import AlignNet
 from x2i.errors import X2IError
 
 PATTERN = re.compile(r"^step-(\d+)$")
 
 
-def save_checkpoint(directory: Path, step: int, alignnet: AlignNet, optimizer, scheduler, extra: dict, keep: int) -> Path:
+class Trained(Protocol):
+    """What a run trains, as checkpoints see it: saved under `name` in the form users load, and
+    restored in place (one clear error when a checkpoint was made with other settings)."""
+
+    name: str
+
+    def save(self, directory: Path) -> None: ...
+
+    def load(self, directory: Path) -> None: ...
+
+
+@dataclass
+class TrainedModel:
+    """A diffusers model (AlignNet, LightControl) trained whole: `save_pretrained` / `from_pretrained`."""
+
+    name: str
+    model: ModelMixin
+
+    def save(self, directory: Path) -> None:
+        self.model.save_pretrained(directory)
+
+    def load(self, directory: Path) -> None:
+        trained = type(self.model).from_pretrained(directory)
+        if _settings(trained) != _settings(self.model):
+            raise X2IError(f"its {self.name} ({_settings(trained)}) differs from this run's ({_settings(self.model)})")
+        self.model.load_state_dict(trained.state_dict())
+
+
+def save_checkpoint(directory: Path, step: int, trained: Trained, optimizer, scheduler, extra: dict, keep: int) -> Path:
     final = directory / f"step-{step:06d}"
     with atomic_directory(final) as tmp:
-        alignnet.save_pretrained(tmp / "alignnet")
+        trained.save(tmp / trained.name)
         tensors, plain = _split_optimizer_state(optimizer.state_dict())
         save_file(tensors, tmp / "optimizer.safetensors")
         rng = {"torch": torch.get_rng_state()}
@@ -64,18 +95,17 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
-def load_checkpoint(path: Path, alignnet: AlignNet, optimizer, scheduler) -> dict:
+def load_checkpoint(path: Path, trained: Trained, optimizer, scheduler) -> dict:
     """Restore everything in place; returns the state.json contents (step, data position, ...)."""
     try:
         state = json.loads((path / "state.json").read_text())
-        trained = AlignNet.from_pretrained(path / "alignnet")
         tensors = load_file(path / "optimizer.safetensors")
         rng = load_file(path / "rng.safetensors")
+        trained.load(path / trained.name)
     except (OSError, ValueError) as e:
         raise X2IError(f"cannot resume from {path}: {e}") from e
-    if _settings(trained) != _settings(alignnet):
-        raise X2IError(f"cannot resume from {path}: its AlignNet ({_settings(trained)}) differs from this run's ({_settings(alignnet)})")
-    alignnet.load_state_dict(trained.state_dict())
+    except X2IError as e:
+        raise X2IError(f"cannot resume from {path}: {e}") from e
     optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(rng["torch"])
@@ -86,8 +116,8 @@ def load_checkpoint(path: Path, alignnet: AlignNet, optimizer, scheduler) -> dic
     return state
 
 
-def _settings(alignnet: AlignNet) -> dict:
-    return {k: v for k, v in alignnet.config.items() if not k.startswith("_")}
+def _settings(model: ModelMixin) -> dict:
+    return {k: v for k, v in model.config.items() if not k.startswith("_")}
 
 
 def prune(directory: Path, keep: int) -> None:

@@ -12,26 +12,21 @@ N processes with batch b see exactly what one process with batch N*b sees.
 
 A step, top to bottom: `make_inputs` (noise, timestep, the teacher's conditioning from T5/CLIP, the
 MLLM's states), then `loss.distillation_loss` (teacher pass, student pass through
-`conditioning.condition`, the terms), then backward and the optimizer.
+`conditioning.condition`, the terms); `trainer.train` does backward, the optimizer, logs and
+checkpoints, as for every x2i trainer.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DistributedType, gather_object
-from diffusers.optimization import get_cosine_schedule_with_warmup
-from tqdm.auto import tqdm
 
 from x2i.alignnet import AlignNet
-from x2i.checkpoint import atomic_directory, latest_checkpoint, load_checkpoint, save_checkpoint
+from x2i.checkpoint import TrainedModel
 from x2i.conditioning import FluxConditioning, condition
 from x2i.encoders.base import EncoderOutput
 from x2i.errors import X2IError
@@ -40,23 +35,17 @@ from x2i.loss import TERMS, AttentionTaps, FluxInputs, distillation_loss
 from x2i.options import option
 from x2i.prompts import global_batch, read_prompts
 from x2i.request import Request
+from x2i.trainer import TrainConfig, make_accelerator, sample_seed, train
 
 TIMESTEPS = ("original", "logit-normal", "mixed")
 
 
-@dataclass
-class DistillConfig:
+@dataclass(kw_only=True)
+class DistillConfig(TrainConfig):
     prompts: str = option(help="captions: .txt (one per line), .jsonl, or WebDataset .tar shards (a file or a directory)")
-    out: str = option(help="run directory: alignnet/, checkpoints/, log.jsonl, loss.png")
     mllm: str | None = option(None, "MLLM directory or hub id (default: the shipped mini MLLM)")
     flux: str | None = option(None, "FLUX pipeline WITH its T5 and CLIP, the teacher (default: the shipped mini teacher)")
     caption_key: str = option("caption", "JSON key of the caption in .jsonl lines or WebDataset .json members (the authors': caption_en)")
-    steps: int = option(10000, "optimizer steps")
-    batch: int = option(1, "prompts per process per step; the global batch is this times the number of processes")
-    lr: float = option(1e-4, "AdamW learning rate (8-bit AdamW on GPU when bitsandbytes is installed)")
-    warmup: int = option(100, "linear warm-up steps before the cosine decay")
-    weight_decay: float = option(1e-2, "AdamW weight decay")
-    max_grad_norm: float = option(1.0, "gradient clipping")
     temperature: float = option(3.0, "softmax temperature of every term")
     terms: str = option("words", "which attention outputs are compared. words: every image term, and text terms between the "
                         "T5 token and the MLLM token that read the same caption characters; padded: every term, token k with "
@@ -81,12 +70,6 @@ class DistillConfig:
     prompt_dropout: float = option(0.0, "with probability P hide a prompt's content from AlignNet, all but the chat template's "
                                    "closing tokens, so it also learns to read the MLLM's summary there; 0: the original recipe", metavar="P")
     closing_tokens: int = option(6, "how many final prompt tokens --prompt-dropout keeps (6 for Qwen2.5-VL)", metavar="K")
-    seed: int = option(0, "the run's seed: data order, noise, timesteps, AlignNet's initialisation")
-    checkpoint_every: int = option(500, "steps between checkpoints", metavar="N")
-    keep_checkpoints: int = option(3, "older checkpoints are deleted (0: keep all)", metavar="K")
-    resume: bool = option(False, "continue from the newest checkpoint in OUT/checkpoints")
-    gradient_checkpointing: bool = option(True, "faster, more memory", flag="--no-gradient-checkpointing")
-    progress: bool = True
 
 
 @dataclass
@@ -105,14 +88,7 @@ def distill(config: DistillConfig) -> Path:
         raise X2IError(f"--timesteps must be one of {', '.join(TIMESTEPS)} and --terms one of {', '.join(TERMS)}")
     if config.steps < 1 or config.batch < 1 or not 0 <= config.t1_share <= 1:
         raise X2IError("steps and batch must be at least 1, --t1-share between 0 and 1")
-    out = Path(config.out)
-    gpu = torch.cuda.is_available()
-    # cpu=True lets CPU processes started by accelerate launch / torchrun form a gloo group.
-    accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no")
-    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-        # Sharding AlignNet buys nothing (it and its optimizer state fit any GPU) and would make
-        # this run's plain-file checkpoints rank-dependent. See docs/distill.md.
-        raise X2IError("x2i distill runs under DDP; launch it with a multi-GPU (DDP) accelerate config, not DeepSpeed/FSDP")
+    accelerator = make_accelerator("x2i distill")
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
 
     prompts = read_prompts(config.prompts, config.caption_key)
@@ -124,60 +100,20 @@ def distill(config: DistillConfig) -> Path:
         joint_attention_dim=transformer.config.joint_attention_dim, pooled_projection_dim=transformer.config.pooled_projection_dim,
         pooling=config.pooling, pad_to=models.pad_to, refiner_layers=config.refiner_layers,
     ).train()
-    optimizer = make_optimizer(alignnet, config.lr, config.weight_decay, device)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
-
-    start = 0
-    checkpoints = out / "checkpoints"
-    if config.resume and (last := latest_checkpoint(checkpoints)) is not None:
-        start = load_checkpoint(last, alignnet, optimizer, scheduler)["step"]
-        accelerator.print(f"resuming from {last} (step {start})")
-    # The scheduler is stepped by hand, once per step: accelerate's wrapper would step it once per process.
-    alignnet, optimizer = accelerator.prepare(alignnet, optimizer)
-
     taps = AttentionTaps(transformer, config.temperature)
-    log = _Log(out / "log.jsonl", start, accelerator.is_main_process)
     global_size = config.batch * world
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="distill", disable=not (config.progress and accelerator.is_main_process))
-    for step in bar:
+
+    def step_loss(model, step):
         texts = global_batch(prompts, step, global_size, config.seed)[rank * config.batch : (rank + 1) * config.batch]
-        seeds = [_sample_seed(config.seed, step * global_size + rank * config.batch + i) for i in range(config.batch)]
+        seeds = [sample_seed(config.seed, step * global_size + rank * config.batch + i) for i in range(config.batch)]
         inputs, teacher, states, pairs = make_inputs(models, config, texts, seeds, device)
-        with accelerator.autocast():
-            result = distillation_loss(transformer, taps, inputs, teacher, condition(alignnet, states), config.terms, pairs)
-        accelerator.backward(result.loss)
-        grad_norm = accelerator.clip_grad_norm_(alignnet.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        taps.clear()
+        result = distillation_loss(transformer, taps, inputs, teacher, condition(model, states), config.terms, pairs)
+        return result.loss, {"terms": result.counts}
 
-        mean_loss = accelerator.reduce(result.loss.detach(), "mean").item()
-        log.write({"step": step + 1, "loss": mean_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                   "terms": result.counts})
-        bar.set_postfix(loss=f"{mean_loss:.4g}", terms=sum(result.counts.values()))
-
-        done = step + 1
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                extra = {"prompts_seen": done * global_size, "processes": world, "config": asdict(config)}
-                save_checkpoint(checkpoints, done, accelerator.unwrap_model(alignnet), optimizer, scheduler, extra, config.keep_checkpoints)
-            accelerator.wait_for_everyone()
-
+    # The teacher's outputs stay until the backward pass (gradient checkpointing recomputes terms).
+    final = train(config, accelerator, TrainedModel("alignnet", alignnet), alignnet, step_loss, desc="distill",
+                  loss_label="attention distillation loss", after_backward=taps.clear)
     taps.remove()
-    final = out / "alignnet"
-    trained = accelerator.unwrap_model(alignnet)
-    # Every rank's weights, fingerprinted: DDP keeps them identical, and the run says so.
-    fingerprints = gather_object([_fingerprint(trained)])
-    if accelerator.is_main_process:
-        with atomic_directory(final) as tmp:
-            trained.save_pretrained(tmp)
-        plot_loss(out / "log.jsonl", out / "loss.png")
-        run = {"processes": world, "batch_per_process": config.batch, "global_batch": global_size, "alignnet_sha256_per_rank": fingerprints}
-        (out / "run.json").write_text(json.dumps(run, indent=1) + "\n")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
     return final
 
 
@@ -265,69 +201,3 @@ def word_pairs(t5_tokenizer, encoder, captions: list[str], t5_length: int, mllm_
                 j = int(torch.searchsorted(ends, start + b - 1, right=True)) + shift  # first token ending after that character
                 pairs[row, k] = j if 0 <= j < mllm_length else -1
     return pairs.to(encoder.device)
-
-
-def make_optimizer(alignnet: AlignNet, lr: float, weight_decay: float, device: torch.device):
-    """AdamW; bitsandbytes' 8-bit AdamW on GPU when it is installed (as the authors trained)."""
-    if device.type == "cuda":
-        try:
-            import bitsandbytes as bnb
-
-            return bnb.optim.AdamW8bit(alignnet.parameters(), lr=lr, weight_decay=weight_decay)
-        except ImportError:
-            pass
-    return torch.optim.AdamW(alignnet.parameters(), lr=lr, weight_decay=weight_decay)
-
-
-def _sample_seed(seed: int, index: int) -> int:
-    """A seed per (run, global sample index): independent of how samples are split over processes."""
-    return (seed * 1_000_003 + index) % (2**63 - 1)
-
-
-def _fingerprint(alignnet: AlignNet) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(alignnet.state_dict().items()):
-        digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-class _Log:
-    """log.jsonl, one line per step; on resume, lines past the resumed step are dropped."""
-
-    def __init__(self, path: Path, start: int, active: bool):
-        self.path, self.active = path, active
-        if not active:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if start and path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
-        path.write_text("".join(line + "\n" for line in kept))
-
-    def write(self, row: dict) -> None:
-        if self.active:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-
-
-def plot_loss(log: Path, image: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line]
-    steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
-    window = max(1, len(losses) // 50)
-    smooth = [sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1]) for i in range(len(losses))]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, losses, alpha=0.3, label="loss")
-    ax.plot(steps, smooth, label=f"mean of {window}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("attention distillation loss")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(image, dpi=100)
-    plt.close(fig)
-
