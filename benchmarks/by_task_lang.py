@@ -1,5 +1,5 @@
-"""Scores per (task, language) and per object count from the cases.jsonl that `x2i eval --save DIR`
-writes, as a Markdown table: `python benchmarks/by_task_lang.py DIR/cases.jsonl [...]`."""
+"""Scores per (task, language), per object count and, for edits, per edit op, from the cases.jsonl
+that `x2i eval --save DIR` writes, as a Markdown table: `python benchmarks/by_task_lang.py DIR/cases.jsonl [...]`."""
 
 import json
 import sys
@@ -12,7 +12,10 @@ def table(path: str) -> str:
         row = json.loads(line)
         case = row["case"]
         objects = len(case["expect"]["objects"])
-        for key in [(row["model"], case["task"], case["lang"]), (row["model"], case["task"], f"{objects} obj")]:
+        keys = [(row["model"], case["task"], case["lang"]), (row["model"], case["task"], f"{objects} obj")]
+        if "instruction" in case:
+            keys.append((row["model"], case["task"], f"op {case['instruction']['op']}"))
+        for key in keys:
             groups[key].append(row["correct"])
     lines = ["| model | task | group | n | score |", "|---|---|---|---|---|"]
     for (model, task, group), values in sorted(groups.items()):

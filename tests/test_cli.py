@@ -137,6 +137,21 @@ def test_distill_options_are_the_config_and_its_defaults():
         parser.parse_args(["distill", "--prompts", "p", "--out", "o", "--terms", "some"])
 
 
+def test_lightcontrol_and_lora_options_are_their_configs():
+    from x2i.cli import build_parser
+    from x2i.finetune import LightControlConfig, LoraConfig
+    from x2i.options import config_from_args
+
+    parser = build_parser()
+    plain = config_from_args(LightControlConfig, parser.parse_args(["lightcontrol", "train", "--triples", "t.jsonl", "--out", "run"]))
+    assert plain == LightControlConfig(triples="t.jsonl", out="run") and plain.lr == 1e-5 and plain.channels == (64, 128, 256)
+    changed = config_from_args(LightControlConfig, parser.parse_args(
+        ["lightcontrol", "train", "--triples", "t", "--out", "o", "--channels", "16", "32", "128", "--resume"]))
+    assert changed.channels == (16, 32, 128) and changed.resume
+    lora = config_from_args(LoraConfig, parser.parse_args(["lora", "train", "--triples", "t", "--out", "o", "--rank", "8", "--lightcontrol", "mini"]))
+    assert lora == LoraConfig(triples="t", out="o", rank=8, lightcontrol="mini") and lora.lr == 1e-4
+
+
 def test_mini_recipe_options_are_their_configs():
     from x2i.cli import build_parser
     from x2i.mini.mllm import MLLMConfig

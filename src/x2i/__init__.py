@@ -13,6 +13,7 @@ _EXPORTS = {
     "AlignNetOutput": "x2i.alignnet",
     "PRESETS": "x2i.alignnet",
     "EncoderOutput": "x2i.encoders",
+    "LightControl": "x2i.lightcontrol",
     "MLLMEncoder": "x2i.encoders",
     "Qwen2_5_VLEncoder": "x2i.encoders",
     "load_encoder": "x2i.loaders",

@@ -117,7 +117,8 @@ def load_checkpoint(path: Path, trained: Trained, optimizer, scheduler) -> dict:
 
 
 def _settings(model: ModelMixin) -> dict:
-    return {k: v for k, v in model.config.items() if not k.startswith("_")}
+    """The model's config as config.json holds it (tuples read back as lists)."""
+    return json.loads(json.dumps({k: v for k, v in model.config.items() if not k.startswith("_")}))
 
 
 def prune(directory: Path, keep: int) -> None:

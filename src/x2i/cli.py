@@ -1,4 +1,4 @@
-"""The `x2i` command line: generate, eval, distill, tiny-models, and the mini world's `mini ...`."""
+"""The `x2i` command line: generate, eval, distill, lightcontrol train, lora train, tiny-models, and the mini world's `mini ...`."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument("--pad-to", type=int, default=None, metavar="N", help="left-pad the prompt to N tokens (0: no padding); default: as the AlignNet was trained (512 for the official checkpoints)")
     add_answer_first_option(gen)
+    add_edit_options(gen)
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     gen.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
     gen.set_defaults(run=run_generate)
@@ -72,6 +73,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="case i uses seed + i for its wording, render and noise")
     ev.add_argument("--steps", type=int, default=20, help="denoising steps")
     add_answer_first_option(ev)
+    add_edit_options(ev)
     ev.add_argument("--device", default="auto", help="cpu, cuda, ... (auto: cuda when available); the noise is the same on every device")
     ev.set_defaults(run=run_eval)
 
@@ -90,6 +92,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         add_options(dis, DistillConfig)
     dis.set_defaults(run=run_distill)
 
+    for name, what, description in (
+        ("lightcontrol", "a LightControl branch (the source image's pixels into FLUX, for faithful edits)",
+         "Train a LightControl branch on (source image, instruction, target image) triples: the frozen MLLM reads source + "
+         "instruction, the frozen AlignNet conditions the frozen FLUX, and only the branch, which reads the SOURCE image, "
+         "learns FLUX's velocity toward the target (flow matching, logit-normal timesteps). Defaults: the shipped mini models. "
+         "For many GPUs: accelerate launch -m x2i.cli lightcontrol train ..."),
+        ("lora", "LoRA adapters on FLUX's attention for image + instruction -> image (diffusers format)",
+         "Train LoRA adapters on the FLUX transformer's attention on (source image, instruction, target image) triples, "
+         "conditioned as X2IPipeline conditions FLUX (frozen MLLM and AlignNet); optionally with a trained LightControl "
+         "attached. Saved as diffusers saves LoRAs (FluxPipeline.load_lora_weights reads it). Defaults: the shipped mini models."),
+    ):
+        group = commands.add_parser(name, help=f"train {what}").add_subparsers(dest=f"{name}_command", required=True, metavar="STEP")
+        trainer = group.add_parser("train", help=f"train {what}", description=description, formatter_class=DEFAULTS)
+        if command in (None, name):
+            from x2i.finetune import LightControlConfig, LoraConfig
+
+            add_options(trainer, LightControlConfig if name == "lightcontrol" else LoraConfig)
+        trainer.set_defaults(run=run_finetune, trains=name)
+
     add_mini_commands(commands, with_recipes=command in (None, "mini"))
 
     tiny = commands.add_parser(
@@ -106,6 +127,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mllm", default=None, help="MLLM directory or hub id (Qwen2.5-VL); default: the shipped mini MLLM")
     parser.add_argument("--flux", default=None, help="FLUX pipeline directory or hub id (T5/CLIP are not loaded); default: the shipped mini FLUX")
     parser.add_argument("--alignnet", default=None, help="AlignNet directory, or an official diffusion_pytorch_model.bin; default: the shipped mini AlignNet")
+
+
+def add_edit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lightcontrol", default=None, metavar="PATH", help="a LightControl branch (from x2i lightcontrol train; 'mini': the "
+                        "shipped one): FLUX also sees the first input image's pixels, for edits faithful to it")
+    parser.add_argument("--lightcontrol-scale", type=float, default=1.0, metavar="S", help="strength of the LightControl branch (0: off)")
+    parser.add_argument("--lora", default=None, metavar="PATH", help="a diffusers-format FLUX LoRA (from x2i lora train; 'mini': the shipped one)")
+    parser.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="strength of the LoRA")
 
 
 def add_answer_first_option(parser: argparse.ArgumentParser) -> None:
@@ -151,12 +180,15 @@ def run_generate(args) -> None:
     device, dtype = resolve_device_dtype(args.device, args.dtype)
 
     # Without model flags: the shipped mini models (the mini FLUX is the teacher, loaded without T5/CLIP).
+    if args.lightcontrol and not request.images:
+        raise X2IError("--lightcontrol keeps an edit faithful to its source image: give one with --image")
     pipe = X2IPipeline.from_pretrained(
         mllm=args.mllm or weights_dir("mllm"), flux=args.flux or weights_dir("teacher"), alignnet=args.alignnet or weights_dir("alignnet"),
         device=device, dtype=dtype, pad_to=args.pad_to, alignnet_preset=args.alignnet_preset, height=args.height, width=args.width,
+        lightcontrol=args.lightcontrol, lora=args.lora, lora_scale=args.lora_scale,
     )
     images = pipe(request, height=args.height, width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                  num_images_per_prompt=args.num_images, seed=args.seed, answer_first=args.answer_first)
+                  num_images_per_prompt=args.num_images, seed=args.seed, answer_first=args.answer_first, lightcontrol_scale=args.lightcontrol_scale)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if len(images) == 1:
@@ -190,7 +222,12 @@ def run_eval(args) -> None:
         alignnet = load_alignnet(args.alignnet or weights_dir("alignnet")).to(device)
         flux = teacher or load_flux(teacher_path).to(device)  # the student denoises with the teacher's FLUX; T5/CLIP go unused
         student = X2IPipeline(load_encoder(args.mllm or weights_dir("mllm"), device=device), alignnet, flux)
-        student_results = run_student(student, cases, seed=args.seed, steps=args.steps, answer_first=args.answer_first)
+        if args.lightcontrol:
+            student.load_lightcontrol(args.lightcontrol)
+        if args.lora:
+            student.load_lora(args.lora, args.lora_scale)
+        student_results = run_student(student, cases, seed=args.seed, steps=args.steps, answer_first=args.answer_first,
+                                      lightcontrol_scale=args.lightcontrol_scale)
         report["student"] = summarize(student_results)
         results += student_results
     if args.save:
@@ -211,6 +248,18 @@ def run_distill(args) -> None:
     start = time.time()
     path = distill(config_from_args(DistillConfig, args))
     print(f"wrote the AlignNet to {path} in {time.time() - start:.0f} s (loss curve: {Path(args.out) / 'loss.png'})")
+
+
+def run_finetune(args) -> None:
+    from x2i.finetune import LightControlConfig, LoraConfig, train_lightcontrol, train_lora
+    from x2i.options import config_from_args
+
+    start = time.time()
+    if args.trains == "lightcontrol":
+        path = train_lightcontrol(config_from_args(LightControlConfig, args))
+    else:
+        path = train_lora(config_from_args(LoraConfig, args))
+    print(f"wrote the {args.trains} to {path} in {time.time() - start:.0f} s (loss curve: {Path(args.out) / 'loss.png'})")
 
 
 def run_tiny_models(args) -> None:

@@ -1,6 +1,6 @@
-"""Loading the three parts from a directory or a hub id, with one-line errors: the MLLM (its
-encoder chosen by the `model_type` in its config), AlignNet (ours or the authors' `.bin`), and FLUX
-(with or without T5/CLIP)."""
+"""Loading the parts from a directory or a hub id, with one-line errors: the MLLM (its encoder
+chosen by the `model_type` in its config), AlignNet (ours or the authors' `.bin`), FLUX (with or
+without T5/CLIP), and a LightControl branch."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from x2i.alignnet import AlignNet
 from x2i.encoders import ENCODERS, MLLMEncoder
 from x2i.errors import X2IError
 from x2i.hub import resolve, unreachable
+from x2i.lightcontrol import LightControl
 
 
 def load_encoder(
@@ -83,6 +84,21 @@ def load_alignnet(path: str | Path, dtype: torch.dtype = torch.float32, preset: 
     if preset is not None:
         raise X2IError(f"a preset applies to the authors' checkpoint files; {path} is not a file")
     return AlignNet.from_pretrained(path, dtype=dtype)
+
+
+def load_lightcontrol(path: str | Path, flux: FluxPipeline, dtype: torch.dtype = torch.float32) -> LightControl:
+    """A LightControl directory ('mini': the shipped branch), checked against the FLUX it will serve."""
+    from x2i.mini import resolve_shipped
+
+    path = Path(resolve_shipped(path, "lightcontrol"))
+    if not (path / "config.json").is_file():
+        raise X2IError(f"{path} is not a LightControl directory (from x2i lightcontrol train): it has no config.json")
+    try:
+        branch = LightControl.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise X2IError(f"cannot load LightControl from {path}: {str(e).splitlines()[0]}") from e
+    branch.check_fits(flux)
+    return branch
 
 
 def default_size(flux: FluxPipeline) -> int:

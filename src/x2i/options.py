@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 
 
@@ -30,12 +31,13 @@ def add_options(parser: argparse.ArgumentParser, config_class, skip: tuple[str, 
             action = "store_false" if f.default else "store_true"
             parser.add_argument(flag, dest=f.name, action=action, help=meta.pop("help"))
             continue
-        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # int | None -> int
+        if isinstance(kind, types.UnionType):  # int | None -> int
+            kind = next(t for t in typing.get_args(kind) if t is not type(None))
         kwargs = {"required": True} if required else {"default": f.default}
-        if meta.pop("nargs", None) == "*":
-            kwargs.update(nargs="*", type=typing.get_args(base)[0], default=list(f.default))
+        if meta.pop("nargs", None) == "*":  # tuple[int, ...]
+            kwargs.update(nargs="*", type=typing.get_args(kind)[0], default=list(f.default))
         else:
-            kwargs["type"] = base
+            kwargs["type"] = kind
         parser.add_argument(flag, dest=f.name, **kwargs, **meta)
 
 

@@ -3,10 +3,16 @@
 FLUX runs as diffusers' own `FluxPipeline`, loaded without T5 and CLIP: AlignNet's two tensors go
 in as `prompt_embeds` / `pooled_prompt_embeds`, and diffusers does the denoising loop, the latent
 packing and unpacking, and the VAE decode exactly as it does for FLUX itself.
+
+For edits, two optional parts keep the result faithful to the source image (docs/editing.md): a
+LightControl branch (`load_lightcontrol`), whose outputs for the first image of each request enter
+every FLUX call of the loop as `controlnet_block_samples`, and LoRA adapters on FLUX's attention
+(`load_lora`, diffusers' own LoRA loading). Either, both, or neither.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +24,8 @@ from x2i.alignnet import AlignNet
 from x2i.conditioning import FluxConditioning, condition
 from x2i.encoders import MLLMEncoder
 from x2i.errors import X2IError
-from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, load_flux
+from x2i.lightcontrol import LightControl
+from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, load_flux, load_lightcontrol
 from x2i.request import Request
 
 
@@ -38,6 +45,7 @@ class X2IPipeline:
         # Pad prompts as AlignNet saw them in training, unless the caller says otherwise (0: no padding).
         self.pad_to = alignnet.config.pad_to if pad_to is None else (pad_to or None)
         self.max_answer_tokens = max_answer_tokens
+        self.lightcontrol: LightControl | None = None
         self._check_fit()
 
     @classmethod
@@ -52,15 +60,35 @@ class X2IPipeline:
         alignnet_preset: str | None = None,
         height: int | None = None,
         width: int | None = None,
+        lightcontrol: str | Path | None = None,
+        lora: str | Path | None = None,
+        lora_scale: float = 1.0,
     ) -> X2IPipeline:
-        """Load the three parts. AlignNet and FLUX come first and the size (when given) is checked
-        against FLUX before the MLLM, the largest part, loads."""
+        """Load the three parts (and a LightControl branch and a LoRA, when given). Everything small
+        loads and is checked against FLUX (sizes, branch, LoRA) before the MLLM, the largest part."""
         alignnet_model = load_alignnet(alignnet, dtype, preset=alignnet_preset, mllm=mllm).to(device)
         flux_pipe = load_flux(flux, dtype).to(device)
         size = default_size(flux_pipe)
         check_size(flux_pipe, size if height is None else height, size if width is None else width)
+        branch = None if lightcontrol is None else load_lightcontrol(lightcontrol, flux_pipe, dtype).to(device)
+        if lora is not None:
+            from x2i.lora import load_lora
+
+            load_lora(flux_pipe, lora, lora_scale)
         encoder = load_encoder(mllm, device=device, dtype=dtype)
-        return cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to)
+        pipe = cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to)
+        pipe.lightcontrol = branch
+        return pipe
+
+    def load_lightcontrol(self, path: str | Path) -> None:
+        """Attach a LightControl branch made for this FLUX (a directory from `x2i lightcontrol train`)."""
+        self.lightcontrol = load_lightcontrol(path, self.flux, self.flux.transformer.dtype).to(self.flux.transformer.device)
+
+    def load_lora(self, path: str | Path, scale: float = 1.0) -> None:
+        """Load a diffusers-format LoRA made for this FLUX (from `x2i lora train`, or any trainer)."""
+        from x2i.lora import load_lora
+
+        load_lora(self.flux, path, scale)
 
     @property
     def default_size(self) -> int:
@@ -113,9 +141,12 @@ class X2IPipeline:
         show_progress: bool = True,
         generator: torch.Generator | list[torch.Generator] | None = None,
         answer_first: str | None = None,
+        lightcontrol_scale: float = 1.0,
     ) -> list[Image.Image]:
         """`seed` makes the noise on the pipeline's device (one seed per image for a list); a
-        `generator` (or one per image) replaces it, e.g. CPU generators for the same noise on any device."""
+        `generator` (or one per image) replaces it, e.g. CPU generators for the same noise on any device.
+        With a LightControl loaded, every request needs an image (its first is the source);
+        `lightcontrol_scale` 0 turns the branch off."""
         requests = [request] if isinstance(request, Request) else list(request)
         if not requests:
             raise X2IError("empty request list")
@@ -124,19 +155,26 @@ class X2IPipeline:
         height = self.default_size if height is None else height
         width = self.default_size if width is None else width
         check_size(self.flux, height, width)
+        control = self.lightcontrol is not None and lightcontrol_scale != 0
+        if control and not all(r.images for r in requests):
+            raise X2IError("LightControl keeps an edit faithful to its source image, and a request has no image: give one (--image), or leave out --lightcontrol")
 
         conditioning = self.encode(requests, answer_first)
 
         if generator is None:
             generator = self._generators(seed, len(requests) * num_images_per_prompt)
         self.flux.set_progress_bar_config(disable=not show_progress, desc="denoising")
-        return self.flux(
-            **conditioning.pipeline_kwargs(self.flux.transformer.dtype),
-            height=height,
-            width=width,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,  # used only by FLUX models with a guidance embedding (dev)
-            num_images_per_prompt=num_images_per_prompt,
-            generator=generator,
-            output_type="pil",
-        ).images
+        with contextlib.ExitStack() as stack:
+            if control:
+                source = self.flux.image_processor.preprocess([r.images[0] for r in requests], height, width)
+                stack.enter_context(self.lightcontrol.controlling(self.flux.transformer, source, lightcontrol_scale))
+            return self.flux(
+                **conditioning.pipeline_kwargs(self.flux.transformer.dtype),
+                height=height,
+                width=width,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,  # used only by FLUX models with a guidance embedding (dev)
+                num_images_per_prompt=num_images_per_prompt,
+                generator=generator,
+                output_type="pil",
+            ).images

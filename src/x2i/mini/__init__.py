@@ -22,3 +22,8 @@ def weights_dir(name: str) -> Path:
     if not path.is_dir():
         raise X2IError(f"the mini {name} is not in this installation ({path}); rebuild it with `x2i mini train-{name}`")
     return path
+
+
+def resolve_shipped(path, name: str):
+    """`path`, or the shipped mini model `name` when `path` is the word "mini"."""
+    return weights_dir(name) if str(path) == "mini" else path

@@ -28,6 +28,15 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
     cases.add_argument("--seed", type=int, default=1)
     cases.set_defaults(run=run_make_cases)
 
+    triples = steps.add_parser("make-triples", formatter_class=DEFAULTS,
+                               help="write edit triples (source, English instruction, target) for x2i lightcontrol/lora train")
+    triples.add_argument("--out", type=Path, required=True, help="directory: triples.jsonl and images/")
+    triples.add_argument("--n", type=int, default=20000)
+    triples.add_argument("--identity", type=float, default=0.1, metavar="P",
+                         help="share of triples with no instruction whose target is the source (image -> the same image)")
+    triples.add_argument("--seed", type=int, default=11)
+    triples.set_defaults(run=run_make_triples)
+
     judge = steps.add_parser("judge", help="the judge's accuracy and confusion per attribute on fresh renders", formatter_class=DEFAULTS)
     judge.add_argument("--n", type=int, default=1000)
     judge.add_argument("--seed", type=int, default=12345)
@@ -87,6 +96,33 @@ def run_make_prompts(args) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(line + "\n" for line in english_corpus(args.n, args.seed)))
     print(f"wrote {args.n} English captions to {args.out}")
+
+
+def run_make_triples(args) -> None:
+    import random
+
+    from tqdm.auto import tqdm
+
+    from x2i.mini.language import instruction
+    from x2i.mini.world import apply_edit, random_edit, random_scene, render
+
+    rng = random.Random(args.seed)
+    images = args.out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in tqdm(range(args.n), desc="triples"):
+        scene = random_scene(rng)
+        if rng.random() < args.identity:
+            text, result = "", scene
+        else:
+            op = random_edit(scene, rng)
+            text, result = instruction(scene, op, "en", rng), apply_edit(scene, op)
+        look = rng.getrandbits(32)  # one background and one jitter for both: the target differs only by the edit
+        render(scene, random.Random(look)).save(images / f"{i:06d}-source.png")
+        render(result, random.Random(look)).save(images / f"{i:06d}-target.png")
+        lines.append({"source": f"images/{i:06d}-source.png", "instruction": text, "target": f"images/{i:06d}-target.png"})
+    (args.out / "triples.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    print(f"wrote {args.n} triples to {args.out / 'triples.jsonl'}")
 
 
 def run_check_judge(args) -> None:

@@ -168,18 +168,23 @@ def run_teacher(teacher, cases: list[dict], seed: int, steps: int, batch: int = 
 
 
 @torch.no_grad()
-def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True, answer_first: str | None = None):
+def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True, answer_first: str | None = None,
+                lightcontrol_scale: float = 1.0):
     """Images from X2I (MLLM -> AlignNet -> FLUX) for every case, with the teacher's wording and noise
-    (the same CPU generators as `run_teacher`, on every device); `answer_first` as in X2IPipeline."""
+    (the same CPU generators as `run_teacher`, on every device); `answer_first` and
+    `lightcontrol_scale` as in X2IPipeline. A LightControl branch, when the pipeline has one, serves
+    the cases with an input image; text-only cases run without it."""
     from x2i.request import Request
 
-    results, indexed = [], list(enumerate(cases))
+    results = []
+    indexed = sorted(enumerate(cases), key=lambda ic: bool(ic[1].get("images")))  # stable; no batch mixes text-only and image cases
     for start in tqdm(range(0, len(cases), batch), desc="student", disable=not progress):
         part = indexed[start : start + batch]
         inputs = [case_inputs(c, random.Random(seed + i)) for i, c in part]
         images = pipeline(
             [Request(text, imgs) for text, imgs in inputs], height=64, width=64, num_inference_steps=steps,
             generator=[torch.Generator().manual_seed(seed + i) for i, _ in part], show_progress=False, answer_first=answer_first,
+            lightcontrol_scale=lightcontrol_scale if all(imgs for _, imgs in inputs) else 0.0,
         )
         for (i, case), (text, _), image in zip(part, inputs, images):
             results.append(_judged(i, case, text, image, "student"))
