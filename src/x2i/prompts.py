@@ -15,6 +15,7 @@ import tarfile
 from pathlib import Path
 
 from x2i.errors import X2IError
+from x2i.jsonl import read_jsonl
 
 
 def read_prompts(path: str | Path, caption_key: str = "caption") -> list[str]:
@@ -43,15 +44,7 @@ def read_prompts(path: str | Path, caption_key: str = "caption") -> list[str]:
 
 
 def _read_jsonl(path: Path, key: str) -> list[str]:
-    prompts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            prompts.append(_caption(json.loads(line), key, f"{path}:{number}"))
-        except ValueError as e:
-            raise X2IError(f"{path}:{number}: not a JSON object ({e})") from e
-    return prompts
+    return [_caption(record, key, where) for where, record in read_jsonl(path)]
 
 
 def _read_shard(path: Path, key: str) -> list[str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from x2i.errors import X2IError
+from x2i.jsonl import read_jsonl
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -80,14 +81,7 @@ def read_triples(path: str | Path) -> list[Triple]:
 
 def _read_jsonl(path: Path) -> list[Triple]:
     triples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            raise X2IError(f"{where}: not a JSON object ({e})") from e
+    for where, record in read_jsonl(path):
         if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("source", "instruction", "target")):
             raise X2IError(f'{where}: a triple is {{"source": PATH, "instruction": TEXT, "target": PATH}}')
         refs = []

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from x2i.errors import X2IError
+from x2i.jsonl import read_jsonl
 from x2i.mini.judge import read_objects, scene_correct
 from x2i.mini.language import caption, instruction
 from x2i.mini.world import ATTRIBUTES, EDIT_OPS, LANGUAGES, POSITIONS, TASKS, VALUES, apply_edit, combine, random_edit, random_object, random_scene, render
@@ -65,14 +66,9 @@ def load_cases(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise X2IError(f"case file {path} does not exist")
     cases = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            case = json.loads(line)
-        except ValueError as e:
-            raise X2IError(f"{where}: not a JSON object ({e})") from e
+    for where, case in read_jsonl(path):
+        if not isinstance(case, dict):
+            raise X2IError(f"{where}: not a JSON object")
         if case.get("task") not in TASKS:
             raise X2IError(f"{where}: task must be one of {', '.join(TASKS)}")
         case.setdefault("lang", "en")
