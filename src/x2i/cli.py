@@ -179,9 +179,9 @@ def run_generate(args) -> None:
         raise X2IError("--steps and --num-images must be at least 1")
     device, dtype = resolve_device_dtype(args.device, args.dtype)
 
-    # Without model flags: the shipped mini models (the mini FLUX is the teacher, loaded without T5/CLIP).
     if args.lightcontrol and not request.images:
         raise X2IError("--lightcontrol keeps an edit faithful to its source image: give one with --image")
+    # Without model flags: the shipped mini models (the mini FLUX is the teacher, loaded without T5/CLIP).
     pipe = X2IPipeline.from_pretrained(
         mllm=args.mllm or weights_dir("mllm"), flux=args.flux or weights_dir("teacher"), alignnet=args.alignnet or weights_dir("alignnet"),
         device=device, dtype=dtype, pad_to=args.pad_to, alignnet_preset=args.alignnet_preset, height=args.height, width=args.width,

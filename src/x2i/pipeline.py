@@ -26,6 +26,7 @@ from x2i.encoders import MLLMEncoder
 from x2i.errors import X2IError
 from x2i.lightcontrol import LightControl
 from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, load_flux, load_lightcontrol
+from x2i.lora import load_lora
 from x2i.request import Request
 
 
@@ -72,8 +73,6 @@ class X2IPipeline:
         check_size(flux_pipe, size if height is None else height, size if width is None else width)
         branch = None if lightcontrol is None else load_lightcontrol(lightcontrol, flux_pipe, dtype).to(device)
         if lora is not None:
-            from x2i.lora import load_lora
-
             load_lora(flux_pipe, lora, lora_scale)
         encoder = load_encoder(mllm, device=device, dtype=dtype)
         pipe = cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to)
@@ -86,8 +85,6 @@ class X2IPipeline:
 
     def load_lora(self, path: str | Path, scale: float = 1.0) -> None:
         """Load a diffusers-format LoRA made for this FLUX (from `x2i lora train`, or any trainer)."""
-        from x2i.lora import load_lora
-
         load_lora(self.flux, path, scale)
 
     @property
