@@ -106,6 +106,8 @@ def run_make_triples(args) -> None:
     from x2i.mini.language import instruction
     from x2i.mini.world import apply_edit, random_edit, random_scene, render
 
+    if args.n < 1 or not 0 <= args.identity <= 1:
+        raise X2IError("--n must be at least 1 and --identity between 0 and 1")
     rng = random.Random(args.seed)
     images = args.out / "images"
     images.mkdir(parents=True, exist_ok=True)
