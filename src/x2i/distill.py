@@ -33,9 +33,9 @@ from x2i.errors import X2IError
 from x2i.loaders import check_size, default_size, load_encoder, load_flux
 from x2i.loss import TERMS, AttentionTaps, FluxInputs, distillation_loss
 from x2i.options import option
-from x2i.prompts import global_batch, read_prompts
+from x2i.prompts import read_prompts
 from x2i.request import Request
-from x2i.trainer import TrainConfig, make_accelerator, sample_seed, train
+from x2i.trainer import TrainConfig, make_accelerator, process_batch, train
 
 TIMESTEPS = ("original", "logit-normal", "mixed")
 
@@ -89,7 +89,7 @@ def distill(config: DistillConfig) -> Path:
     if config.steps < 1 or config.batch < 1 or not 0 <= config.t1_share <= 1:
         raise X2IError("steps and batch must be at least 1, --t1-share between 0 and 1")
     accelerator = make_accelerator("x2i distill")
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    device = accelerator.device
 
     prompts = read_prompts(config.prompts, config.caption_key)
     models = load_models(config, device)
@@ -101,11 +101,9 @@ def distill(config: DistillConfig) -> Path:
         pooling=config.pooling, pad_to=models.pad_to, refiner_layers=config.refiner_layers,
     ).train()
     taps = AttentionTaps(transformer, config.temperature)
-    global_size = config.batch * world
 
     def step_loss(model, step):
-        texts = global_batch(prompts, step, global_size, config.seed)[rank * config.batch : (rank + 1) * config.batch]
-        seeds = [sample_seed(config.seed, step * global_size + rank * config.batch + i) for i in range(config.batch)]
+        texts, seeds = process_batch(prompts, step, config, accelerator)
         inputs, teacher, states, pairs = make_inputs(models, config, texts, seeds, device)
         result = distillation_loss(transformer, taps, inputs, teacher, condition(model, states), config.terms, pairs)
         return result.loss, {"terms": result.counts}

@@ -29,12 +29,11 @@ from x2i.checkpoint import TrainedModel
 from x2i.conditioning import condition
 from x2i.errors import X2IError
 from x2i.lightcontrol import LightControl
-from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, load_flux
+from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, load_flux, load_lightcontrol
 from x2i.lora import LoraWeights, add_lora
 from x2i.options import option
-from x2i.prompts import global_batch
 from x2i.request import Request
-from x2i.trainer import TrainConfig, make_accelerator, sample_seed, train
+from x2i.trainer import TrainConfig, make_accelerator, process_batch, train
 from x2i.triples import Triple, read_triples
 
 
@@ -88,13 +87,10 @@ def train_lightcontrol(config: LightControlConfig) -> Path:
 
 
 def train_lora(config: LoraConfig) -> Path:
-    from x2i.mini import resolve_shipped
-
     accelerator, triples, frozen = _setup(config, "x2i lora train")
     branch = None
     if config.lightcontrol:
-        branch = LightControl.from_pretrained(resolve_shipped(config.lightcontrol, "lightcontrol")).to(accelerator.device)
-        branch.check_fits(frozen.flux)
+        branch = load_lightcontrol(config.lightcontrol, frozen.flux, frozen.flux.transformer.dtype).to(accelerator.device)
         branch.requires_grad_(False).eval()
     transformer = frozen.flux.transformer
     torch.manual_seed(config.seed)
@@ -144,9 +140,8 @@ class Batch:
 def make_batch(frozen: Frozen, config: FinetuneConfig, triples: list[Triple], step: int, accelerator) -> Batch:
     """This process's part of the step's global batch, with its noise and timesteps."""
     flux, device = frozen.flux, accelerator.device
-    rank, size = accelerator.process_index, config.batch * accelerator.num_processes
-    part = global_batch(triples, step, size, config.seed)[rank * config.batch : (rank + 1) * config.batch]
-    generators = [torch.Generator(device).manual_seed(sample_seed(config.seed, step * size + rank * config.batch + i)) for i in range(len(part))]
+    part, seeds = process_batch(triples, step, config, accelerator)
+    generators = [torch.Generator(device).manual_seed(s) for s in seeds]
     sources = [t.source.open() for t in part]
     source = flux.image_processor.preprocess(sources, frozen.height, frozen.width).to(device, flux.vae.dtype)
     target = flux.image_processor.preprocess([t.target.open() for t in part], frozen.height, frozen.width).to(device, flux.vae.dtype)

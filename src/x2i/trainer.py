@@ -9,8 +9,9 @@ checkpoints every N steps, exact `--resume`, and at the end the trained weights,
 `run.json` (each rank's weight fingerprint: DDP keeps them identical, and the run says so).
 
 Exact resume rests on one rule the trainers keep: every random draw of a step comes from
-generators seeded by (run seed, step, sample's place in the global batch) — `sample_seed` —
-so the data position and the noise are functions of the step alone.
+generators seeded by (run seed, step, sample's place in the global batch) — `process_batch`
+gives each process its samples and their seeds — so the data position and the noise are
+functions of the step alone.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 from x2i.checkpoint import Trained, atomic_directory, latest_checkpoint, load_checkpoint, save_checkpoint
 from x2i.errors import X2IError
 from x2i.options import option
+from x2i.prompts import global_batch
 
 
 @dataclass(kw_only=True)
@@ -139,6 +141,15 @@ def make_optimizer(parameters: list[torch.nn.Parameter], lr: float, weight_decay
         except ImportError:
             pass
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+
+
+def process_batch(items: list, step: int, config: TrainConfig, accelerator: Accelerator) -> tuple[list, list[int]]:
+    """This process's share of the step's global batch (a function of the step alone), and the
+    seed of each of its samples."""
+    size = config.batch * accelerator.num_processes
+    first = accelerator.process_index * config.batch
+    part = global_batch(items, step, size, config.seed)[first : first + config.batch]
+    return part, [sample_seed(config.seed, step * size + first + i) for i in range(len(part))]
 
 
 def sample_seed(seed: int, index: int) -> int:
