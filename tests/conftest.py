@@ -43,3 +43,54 @@ def image_file(tmp_path):
     path = tmp_path / "input.png"
     random_image(1).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_readers(tmp_path_factory, tiny_models):
+    """Tiny models of every reader (the qwen2_5_vl ones are the session's `tiny_models`)."""
+    from x2i.tiny import build_tiny_models
+
+    readers = {"qwen2_5_vl": tiny_models}
+    for reader in ("internvl", "qwen2_5_omni"):
+        readers[reader] = build_tiny_models(tmp_path_factory.mktemp(reader), seed=0, reader=reader)
+    return readers
+
+
+def write_clip(path, frames=12, fps=4, size=(64, 48), codec="mpeg4"):
+    """A small video clip with a bar that moves from frame to frame."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "rgb8" if codec == "gif" else "yuv420p"
+        for i in range(frames):
+            image = np.zeros((size[1], size[0], 3), np.uint8)
+            image[:, (5 * i) % size[0] : (5 * i) % size[0] + 6] = (255, 60, 0)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_sound(path, seconds=1.0, rate=44100, frequency=440.0, channels=2, codec="pcm_s16le"):
+    """A sine tone, stereo by default, in the format `codec` writes (wav, flac, mp3, ...)."""
+    import av
+
+    t = np.arange(int(seconds * rate)) / rate
+    tone = (0.5 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate, layout="stereo" if channels == 2 else "mono")
+        samples = np.tile(tone, (channels, 1)) if stream.format.is_planar else np.repeat(tone, channels)[None]
+        frame = av.AudioFrame.from_ndarray(
+            samples if stream.format.name == "fltp" else (samples * 32767).astype(np.int16),
+            format="fltp" if stream.format.name == "fltp" else "s16" if not stream.format.is_planar else "s16p",
+            layout="stereo" if channels == 2 else "mono",
+        )
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -37,8 +37,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "and an instruction).",
         formatter_class=DEFAULTS,
     )
-    gen.add_argument("--prompt", default="", help="text in any language the MLLM reads; with --image, the instruction")
-    gen.add_argument("--image", action="append", default=[], metavar="PATH", help="an input image (repeatable)")
+    gen.add_argument("--prompt", default="", help="text in any language the MLLM reads; with inputs, the instruction")
+    # One list in the order typed: the MLLM reads the inputs in that order, then the prompt.
+    gen.add_argument("--image", action=AppendMedia, dest="media", default=[], metavar="PATH", help="an input image (repeatable)")
+    gen.add_argument("--audio", action=AppendMedia, dest="media", metavar="PATH", help="a sound clip: wav, mp3, flac, ogg, m4a, ... (repeatable; readers that hear: Qwen2.5-Omni)")
+    gen.add_argument("--video", action=AppendMedia, dest="media", metavar="PATH", help="a video clip: mp4, webm, gif, ... (repeatable; Qwen2.5-VL, Qwen2.5-Omni)")
+    gen.add_argument("--video-fps", type=float, default=2.0, metavar="FPS", help="video frames are sampled at this rate")
+    gen.add_argument("--max-frames", type=int, default=64, metavar="N", help="at most N frames per clip: a longer clip is cut, with a warning")
     gen.add_argument("--out", default="x2i.png", type=Path, help="output image; with --num-images > 1, a grid (each image is also saved as OUT-N)")
     add_model_options(gen)
     gen.add_argument("--alignnet-preset", default=None, help="the MLLM an official .bin was trained for (qwen2.5-vl-7b, ...); inferred from its shapes and the MLLM when left out")
@@ -119,12 +124,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     tiny.add_argument("directory", type=Path)
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--reader", default="qwen2_5_vl", choices=("qwen2_5_vl", "internvl", "qwen2_5_omni"), help="the MLLM family")
     tiny.set_defaults(run=run_tiny_models)
     return parser
 
 
+class AppendMedia(argparse.Action):
+    """--image/--audio/--video PATH: append (kind, PATH) to one list, so the order typed is kept."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, [*getattr(namespace, self.dest), (option_string.lstrip("-"), value)])
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mllm", default=None, help="MLLM directory or hub id (Qwen2.5-VL); default: the shipped mini MLLM")
+    parser.add_argument("--mllm", default=None, help="MLLM directory or hub id (Qwen2.5-VL, InternVL, Qwen2.5-Omni); default: the shipped mini MLLM")
     parser.add_argument("--flux", default=None, help="FLUX pipeline directory or hub id (T5/CLIP are not loaded); default: the shipped mini FLUX")
     parser.add_argument("--alignnet", default=None, help="AlignNet directory, or an official diffusion_pytorch_model.bin; default: the shipped mini AlignNet")
 
@@ -166,27 +179,42 @@ def check_output_path(out: Path) -> None:
         raise X2IError(f"cannot write {out}: unknown image extension {out.suffix!r} (use .png, .jpg or .webp)")
 
 
+def load_media(media: list[tuple[str, str]]) -> list:
+    """Open and check every input file: a missing, unreadable or unsupported one fails here."""
+    from x2i.images import load_image
+    from x2i.media import Audio, Video
+
+    loaders = {"image": load_image, "audio": Audio.load, "video": Video.load}
+    return [loaders[kind](path) for kind, path in media]
+
+
 def run_generate(args) -> None:
-    from x2i.images import load_image, make_grid
+    from x2i.images import make_grid
+    from x2i.loaders import encoder_class
     from x2i.mini import weights_dir
     from x2i.pipeline import X2IPipeline
     from x2i.request import Request
 
     # Everything the user typed is checked before any model is loaded.
-    request = Request(args.prompt, [load_image(p) for p in args.image])
+    request = Request(args.prompt, load_media(args.media))
+    mllm = args.mllm or weights_dir("mllm")
+    encoder_class(mllm).check(request)  # e.g. sound for a reader that does not hear
     check_output_path(args.out)
     if args.steps < 1 or args.num_images < 1:
         raise X2IError("--steps and --num-images must be at least 1")
+    if args.video_fps <= 0 or args.max_frames < 1:
+        raise X2IError("--video-fps must be positive and --max-frames at least 1")
     device, dtype = resolve_device_dtype(args.device, args.dtype)
 
     if args.lightcontrol and not request.images:
         raise X2IError("--lightcontrol keeps an edit faithful to its source image: give one with --image")
     # Without model flags: the shipped mini models (the mini FLUX is the teacher, loaded without T5/CLIP).
     pipe = X2IPipeline.from_pretrained(
-        mllm=args.mllm or weights_dir("mllm"), flux=args.flux or weights_dir("teacher"), alignnet=args.alignnet or weights_dir("alignnet"),
+        mllm=mllm, flux=args.flux or weights_dir("teacher"), alignnet=args.alignnet or weights_dir("alignnet"),
         device=device, dtype=dtype, pad_to=args.pad_to, alignnet_preset=args.alignnet_preset, height=args.height, width=args.width,
         lightcontrol=args.lightcontrol, lora=args.lora, lora_scale=args.lora_scale,
     )
+    pipe.encoder.video_fps, pipe.encoder.max_video_frames = args.video_fps, args.max_frames
     images = pipe(request, height=args.height, width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
                   num_images_per_prompt=args.num_images, seed=args.seed, answer_first=args.answer_first, lightcontrol_scale=args.lightcontrol_scale)
 
@@ -265,7 +293,7 @@ def run_finetune(args) -> None:
 def run_tiny_models(args) -> None:
     from x2i.tiny import build_tiny_models
 
-    paths = build_tiny_models(args.directory, seed=args.seed)
+    paths = build_tiny_models(args.directory, seed=args.seed, reader=args.reader)
     print("built tiny random models (for smoke runs; their images mean nothing):", *(f"--{k} {v}" for k, v in paths.items()))
 
 
@@ -289,6 +317,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.formatwarning = lambda message, *args, **kwargs: f"x2i: warning: {message}\n"
 
 
 if __name__ == "__main__":

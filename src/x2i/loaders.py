@@ -22,10 +22,26 @@ def load_encoder(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> MLLMEncoder:
     """Load the MLLM at `path` (a local directory or a hub id) with the encoder for its family."""
+    return encoder_class(path).from_pretrained(path, device=device, dtype=dtype)
+
+
+def encoder_class(path: str | Path) -> type[MLLMEncoder]:
+    """The encoder for the MLLM at `path`, from its config alone (nothing loads)."""
     family = model_type(path)
+    if family in NOT_NATIVE:
+        raise X2IError(f"{path}: {NOT_NATIVE[family]}")
     if family not in ENCODERS:
         raise X2IError(f"{path} is a {family!r} model; supported MLLM families: {', '.join(ENCODERS)}")
-    return ENCODERS[family].from_pretrained(path, device=device, dtype=dtype)
+    return ENCODERS[family]
+
+
+# Families the release used that transformers does not implement natively (remote code only).
+NOT_NATIVE = {
+    "internvl_chat": "InternVL in the authors' remote-code layout; convert it to transformers' -hf layout first "
+    "(README, 'InternVL'), then pass the converted directory",
+    "minicpmo": "MiniCPM-o runs only as remote code, which x2i cannot build or test; its AlignNet preset loads, "
+    "but read with Qwen2.5-Omni for sound",
+}
 
 
 def model_type(path: str | Path) -> str:

@@ -7,28 +7,49 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from x2i.errors import X2IError
+from x2i.media import Audio, Video
+
+Media = Image.Image | Audio | Video
 
 
 @dataclass
 class Request:
-    """One generation request: text in any language, images, or both (image + instruction)."""
+    """One generation request: text in any language, and images, sound clips and video clips
+    (`media`, in the order the model reads them, before the text), or any mix of these."""
 
     text: str = ""
-    images: list[Image.Image] = field(default_factory=list)
+    media: list[Media] = field(default_factory=list)
 
     def __post_init__(self):
         self.text = (self.text or "").strip()
-        if not self.text and not self.images:
-            raise X2IError("empty request: give a prompt, one or more images, or both")
+        self.media = list(self.media)
+        for item in self.media:
+            if not isinstance(item, (Image.Image, Audio, Video)):
+                raise X2IError(f"a request takes PIL images, x2i.Audio and x2i.Video, not {type(item).__name__}")
+        if not self.text and not self.media:
+            raise X2IError("empty request: give a prompt, one or more images, sound or video clips, or both")
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return [m for m in self.media if isinstance(m, Image.Image)]
+
+    @property
+    def audio(self) -> list[Audio]:
+        return [m for m in self.media if isinstance(m, Audio)]
+
+    @property
+    def videos(self) -> list[Video]:
+        return [m for m in self.media if isinstance(m, Video)]
 
 
 def format_prompt(request: Request) -> str:
     """The user turn as AlignNet was trained on it (reference notes, section 3).
 
     The caption (or, with images, the edit instruction) is wrapped as the string of a small dict.
-    Training and inference both call this function, so they cannot drift apart.
+    Training and inference both call this function, so they cannot drift apart. Sound and video
+    count as inputs like images: the text then says what to do with them.
     """
-    if request.images:
+    if request.media:
         fields = {
             "Text input": "no",
             "Instruction editing description": request.text or "no",

@@ -7,6 +7,7 @@ seconds on a CPU. Their outputs mean nothing; they are for tests, benchmarks and
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -43,8 +44,9 @@ QWEN_SPECIAL_TOKENS = [
 ]
 
 
-def build_qwen_tokenizer(corpus: list[str] | None = None, vocab_size: int = 512):
-    """A byte-level BPE tokenizer in Qwen2's format, trained on `corpus` (bytes only when empty)."""
+def build_bpe_tokenizer(special_tokens: list[str], corpus: list[str] | None = None, vocab_size: int = 512, **kwargs):
+    """A byte-level BPE tokenizer in Qwen2's format (the tokenizer of all three readers), trained on
+    `corpus` (bytes only when empty); `special_tokens[0]` pads."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2TokenizerFast
 
@@ -53,7 +55,7 @@ def build_qwen_tokenizer(corpus: list[str] | None = None, vocab_size: int = 512)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=QWEN_SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -63,11 +65,25 @@ def build_qwen_tokenizer(corpus: list[str] | None = None, vocab_size: int = 512)
         unk_token=None,
         bos_token=None,
         eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=QWEN_SPECIAL_TOKENS[1:],
+        pad_token=special_tokens[0],
         padding_side="left",  # X2I's AlignNet was trained on left-padded prompts
-        chat_template=QWEN_VL_CHAT_TEMPLATE,
+        **kwargs,
     )
+
+
+def build_qwen_tokenizer(corpus: list[str] | None = None, vocab_size: int = 512):
+    """Qwen2.5-VL's tokenizer format, with its chat template."""
+    return build_bpe_tokenizer(
+        QWEN_SPECIAL_TOKENS, corpus, vocab_size,
+        additional_special_tokens=QWEN_SPECIAL_TOKENS[1:], chat_template=QWEN_VL_CHAT_TEMPLATE,
+    )
+
+
+def mrope_section(hidden_size: int, num_heads: int) -> list[int]:
+    """M-RoPE splits each head's rotary half into temporal, height and width sections."""
+    half = hidden_size // num_heads // 2
+    height_width = (half - half // 4) // 2
+    return [half - 2 * height_width, height_width, height_width]
 
 
 def build_qwen2_5_vl(
@@ -83,10 +99,6 @@ def build_qwen2_5_vl(
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     num_heads = 4
-    # M-RoPE splits each head's rotary half into temporal, height and width sections.
-    half = hidden_size // num_heads // 2
-    height_width = (half - half // 4) // 2
-    mrope_section = [half - 2 * height_width, height_width, height_width]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     config = Qwen2_5_VLConfig(
         text_config=dict(
@@ -97,7 +109,7 @@ def build_qwen2_5_vl(
             num_attention_heads=num_heads,
             num_key_value_heads=num_heads // 2,
             max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section(hidden_size, num_heads)},
             bos_token_id=ids["<|endoftext|>"],
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
@@ -123,14 +135,19 @@ def build_qwen2_5_vl(
     return Qwen2_5_VLForConditionalGeneration(config).eval()
 
 
-def save_qwen2_5_vl(model, tokenizer, image_processor, path: str | Path) -> Path:
+def save_qwen2_5_vl(model, tokenizer, image_processor, path: str | Path, video_pixels: int | None = None) -> Path:
     """Save so that `load_encoder(path)` loads it as it loads the real Qwen2.5-VL.
 
-    Tokenizer and image processor are saved one by one because transformers cannot save a
-    Qwen2.5-VL processor without a video processor, and that needs torchvision."""
+    The parts are saved one by one because transformers cannot save a Qwen2.5-VL processor whose
+    video processor is x2i's (torchvision's needs the CUDA torch build here). `video_pixels` bounds
+    the video frames' size (small for tiny models; the real default is 128-768 x 28 x 28)."""
+    from x2i.encoders.video_processor import QwenVideoProcessor
+
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     image_processor.save_pretrained(path)
+    if video_pixels:
+        QwenVideoProcessor(image_processor, video_pixels, video_pixels).save_pretrained(path)
     return Path(path)
 
 
@@ -142,7 +159,107 @@ def build_tiny_qwen2_5_vl(path: str | Path, seed: int = 0, num_layers: int = 2, 
     model = build_qwen2_5_vl(tokenizer, num_layers=num_layers, hidden_size=hidden_size, seed=seed)
     # Small images keep the vision tower cheap: at most 4x4 patches of 14 px, merged 2x2.
     image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56)
-    return save_qwen2_5_vl(model, tokenizer, image_processor, path)
+    return save_qwen2_5_vl(model, tokenizer, image_processor, path, video_pixels=28 * 28)
+
+
+# InternVL's -hf tokenizer names its image tokens; the processor reads them from these attributes.
+INTERNVL_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}
+
+
+def build_tiny_internvl(path: str | Path, seed: int = 0, num_layers: int = 2, hidden_size: int = 32) -> Path:
+    """Save a tiny random InternVL (InternVL2.5/3 architecture, the transformers `-hf` layout: a
+    vision transformer, pixel-shuffle projector and a Qwen2 language model) with its processor."""
+    from transformers import GotOcr2ImageProcessorPil, InternVLConfig, InternVLForConditionalGeneration
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *INTERNVL_TOKENS.values()]
+    tokenizer = build_bpe_tokenizer(specials, extra_special_tokens=INTERNVL_TOKENS)
+    image_size, patch_size = 56, 14  # 4x4 patches per tile, pixel-shuffled to 2x2 = 4 tokens
+    image_seq_length = (image_size // patch_size) ** 2 // 4
+    config = InternVLConfig(
+        vision_config=dict(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+            image_size=[image_size, image_size], patch_size=[patch_size, patch_size],
+        ),
+        text_config=dict(
+            model_type="qwen2", vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+            bos_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_id=tokenizer.context_image_token_id,
+        image_seq_length=image_seq_length,
+        downsample_ratio=0.5,
+    )
+    torch.manual_seed(seed)
+    model = InternVLForConditionalGeneration(config).eval()
+    # Dynamic tiling as InternVL2.5 does it (tiles of the model's image size plus a thumbnail), at most 4 tiles.
+    image_processor = GotOcr2ImageProcessorPil(size={"height": image_size, "width": image_size}, crop_to_patches=True, max_patches=4)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    image_processor.save_pretrained(path)
+    (Path(path) / "processor_config.json").write_text(json.dumps({"image_seq_length": image_seq_length}))
+    return Path(path)
+
+
+OMNI_TOKENS = {
+    "image_token": "<|IMAGE|>", "audio_token": "<|AUDIO|>", "video_token": "<|VIDEO|>",
+    "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
+    "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
+}
+
+# Qwen2.5-Omni's chat template: its system prompt, and a placeholder per image, sound and video.
+OMNI_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of "
+    "perceiving auditory and visual inputs, as well as generating text and speech.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<|vision_bos|><|IMAGE|><|vision_eos|>"
+    "{% elif content['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% elif content['type'] == 'video' %}<|vision_bos|><|VIDEO|><|vision_eos|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_qwen2_5_omni(path: str | Path, seed: int = 0, num_layers: int = 2, hidden_size: int = 32) -> Path:
+    """Save a tiny random Qwen2.5-Omni thinker (audio encoder, vision encoder, language model; no
+    talker) with its processor parts: tokenizer, image processor, Whisper feature extractor."""
+    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration, Qwen2VLImageProcessorPil, WhisperFeatureExtractor
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *OMNI_TOKENS.values()]
+    tokenizer = build_bpe_tokenizer(specials, extra_special_tokens=OMNI_TOKENS, chat_template=OMNI_CHAT_TEMPLATE)
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in OMNI_TOKENS.items()}
+    num_heads = 4
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=dict(
+            num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, d_model=16,
+            output_dim=hidden_size, n_window=50,
+        ),
+        vision_config=dict(
+            depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden_size,
+            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[0],
+        ),
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=2, max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section(hidden_size, num_heads)},
+        ),
+        audio_token_index=ids["audio_token"], image_token_index=ids["image_token"], video_token_index=ids["video_token"],
+        audio_start_token_id=ids["audio_bos_token"], audio_end_token_id=ids["audio_eos_token"],
+        vision_start_token_id=ids["vision_bos_token"], user_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56)
+    save_qwen2_5_vl(model, tokenizer, image_processor, path, video_pixels=28 * 28)
+    # Qwen2.5-Omni hears 16 kHz, 128 mel bins; its checkpoint keeps the image processor's and the
+    # feature extractor's settings in one preprocessor_config.json.
+    config_file = Path(path) / "preprocessor_config.json"
+    settings = json.loads(config_file.read_text())
+    settings.update(WhisperFeatureExtractor(feature_size=128, chunk_length=30).to_dict())
+    config_file.write_text(json.dumps(settings, indent=2))
+    return Path(path)
 
 
 def build_flux_transformer(
@@ -207,10 +324,14 @@ def build_tiny_flux(path: str | Path, seed: int = 0, joint_attention_dim: int = 
     return Path(path)
 
 
-def build_tiny_models(directory: str | Path, seed: int = 0) -> dict[str, Path]:
-    """A matching tiny MLLM, FLUX and (random) AlignNet under `directory`: mllm/, flux/, alignnet/."""
+READERS = {"qwen2_5_vl": build_tiny_qwen2_5_vl, "internvl": build_tiny_internvl, "qwen2_5_omni": build_tiny_qwen2_5_omni}
+
+
+def build_tiny_models(directory: str | Path, seed: int = 0, reader: str = "qwen2_5_vl") -> dict[str, Path]:
+    """A matching tiny MLLM (of the `reader` family), FLUX and (random) AlignNet under `directory`:
+    mllm/, flux/, alignnet/."""
     directory = Path(directory)
-    mllm = build_tiny_qwen2_5_vl(directory / "mllm", seed=seed, num_layers=2, hidden_size=32)
+    mllm = READERS[reader](directory / "mllm", seed=seed, num_layers=2, hidden_size=32)
     flux = build_tiny_flux(directory / "flux", seed=seed, joint_attention_dim=32, pooled_projection_dim=16)
     torch.manual_seed(seed)
     alignnet = AlignNet(num_hidden_states=3, hidden_size=32, joint_attention_dim=32, pooled_projection_dim=16, pooling="masked_mean")

@@ -33,7 +33,7 @@ import torch
 from transformers import Qwen2VLImageProcessorPil
 
 from x2i.mini.training import train_loop
-from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder, load_processor
+from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
 from x2i.mini.language import WORDS, caption, caption_with_spans, describe, edit
 from x2i.mini.readout import Example, english_word_ids, hub_loss, object_tokens
 from x2i.mini.world import COLORS, IMAGE_SIZE, LANGUAGES, POSITIONS, SHAPES, SIZES, combine, random_edit, random_object, random_scene, render
@@ -189,8 +189,8 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=config.patch_size, merge_size=2, min_pixels=IMAGE_SIZE**2, max_pixels=IMAGE_SIZE**2
     )
-    out = save_qwen2_5_vl(model, tokenizer, image_processor, out)  # the processor comes back as X2I loads it
-    encoder = Qwen2_5_VLEncoder(model, load_processor(out))
+    out = save_qwen2_5_vl(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2)  # the processor comes back as X2I loads it
+    encoder = Qwen2_5_VLEncoder(model, Qwen2_5_VLEncoder.load_processor(out))
     word_ids = english_word_ids(tokenizer) if config.hub_weight else None
     probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
     rng = random.Random(config.seed + 1)
@@ -238,7 +238,7 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         trained = [p for p in model.parameters() if p.requires_grad]
         train_loop(desc, steps, params, step, lr=config.lr, warmup=min(config.warmup, steps // 10), clip=trained, progress=progress)
     model.eval()
-    return save_qwen2_5_vl(model, tokenizer, image_processor, out)
+    return save_qwen2_5_vl(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2)
 
 
 def probe_loss(probe: torch.nn.Linear, last_hidden: torch.Tensor, labels: torch.Tensor, scenes, tokens: int) -> torch.Tensor:

@@ -1,0 +1,45 @@
+"""InternVL (2.5 and 3; transformers' `-hf` layout) as X2I's reader: text and images.
+
+The authors' InternVL2.5 AlignNets were trained on the prompt WITHOUT a chat template: the raw
+dict string, tokenized by the model's tokenizer (reference notes, section 3). Images go before it
+as InternVL places them: one `<image>` line each, which the processor expands to `<img>`, the
+context tokens of every tile (dynamic tiling plus a thumbnail) and `</img>`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import AutoImageProcessor, AutoTokenizer, InternVLForConditionalGeneration, InternVLProcessor
+
+from x2i.encoders.base import MLLMEncoder
+from x2i.request import Request, format_prompt
+
+
+class _Processor(InternVLProcessor):
+    """InternVL's processor without its video processor (which needs torchvision)."""
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if argument_name == "video_processor" and argument is None:
+            return None
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+
+class InternVLEncoder(MLLMEncoder):
+    family = "internvl"
+    name = "InternVL"
+    model_class = InternVLForConditionalGeneration
+
+    @classmethod
+    def load_processor(cls, path: str | Path) -> InternVLProcessor:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        image_processor = AutoImageProcessor.from_pretrained(path, backend="pil")
+        config_file = Path(path) / "processor_config.json"
+        settings = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        return _Processor(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                          image_seq_length=settings.get("image_seq_length", 256))
+
+    def prompt_text(self, request: Request, answer: str | None = None) -> str:
+        images = "".join(f"{self.processor.image_token}\n" for _ in request.images)
+        return images + format_prompt(request) + (answer or "")
