@@ -11,6 +11,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "AlignNet": "x2i.alignnet",
     "AlignNetOutput": "x2i.alignnet",
+    "Audio": "x2i.media",
+    "Video": "x2i.media",
+    "InternVLEncoder": "x2i.encoders",
+    "Qwen2_5OmniEncoder": "x2i.encoders",
     "PRESETS": "x2i.alignnet",
     "EncoderOutput": "x2i.encoders",
     "LightControl": "x2i.lightcontrol",

@@ -19,7 +19,6 @@ from x2i.encoders.qwen2_5_vl import QwenVideoInputs, load_qwen_parts
 from x2i.encoders.video_processor import QwenVideoProcessor
 from x2i.errors import X2IError
 from x2i.media import Audio, Video
-from x2i.request import Request
 
 
 class _Processor(Qwen2_5OmniProcessor):
