@@ -174,3 +174,23 @@ def test_padding_the_prompt_does_not_cut_the_sound(encoders, clips):
     assert padded["input_ids"].shape[1] == 400
     assert plain["feature_attention_mask"].sum() == padded["feature_attention_mask"].sum() == 100  # 1 s of 10 ms frames
     assert (padded["input_ids"] == encoder.model.config.audio_token_id).sum() == 25
+
+
+def test_a_whole_omni_checkpoint_loads_only_its_thinker(encoders, tiny_readers, tmp_path):
+    """Qwen/Qwen2.5-Omni-7B is a whole model (model_type qwen2_5_omni: thinker, talker, speech
+    decoder); the thinker alone loads from it and reads as the thinker saved on its own."""
+    import shutil
+
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
+
+    thinker = encoders["qwen2_5_omni"].model
+    whole = Qwen2_5OmniForConditionalGeneration(Qwen2_5OmniConfig(thinker_config=thinker.config.to_dict(), enable_audio_output=False))
+    whole.thinker.load_state_dict(thinker.state_dict())
+    whole.save_pretrained(tmp_path)
+    source = tiny_readers["qwen2_5_omni"]["mllm"]
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "preprocessor_config.json", "video_preprocessor_config.json"):
+        shutil.copy(source / name, tmp_path / name)
+    encoder = load_encoder(tmp_path)
+    assert type(encoder).__name__ == "Qwen2_5OmniEncoder" and type(encoder.model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
+    request = [Request("draw it", [random_image(1)])]
+    torch.testing.assert_close(encoder.encode(request).hidden_states, encoders["qwen2_5_omni"].encode(request).hidden_states, rtol=0, atol=0)

@@ -78,7 +78,7 @@ def bad_cases(built, inputs, tmp_path):
         "unreadable audio": ([*model_args(built, "qwen2_5_omni"), *nowhere, "--audio", str(tmp_path / "broken.wav")], "cannot read audio"),
         "missing video": ([*model_args(built, "qwen2_5_omni"), *nowhere, "--video", str(tmp_path / "none.mp4")], "video file not found"),
         "bad frame rate": ([*model_args(built, "qwen2_5_omni"), *nowhere, "--prompt", "x", "--video-fps", "0"], "--video-fps must be positive"),
-        "sound too long": ([*model_args(built, "qwen2_5_omni"), "--audio", str(inputs / "long.wav")], "31.0 s long; Qwen2.5-Omni hears at most 30 s"),
+        "sound too long": ([*model_args(built, "qwen2_5_omni"), *nowhere, "--audio", str(inputs / "long.wav")], "31.0 s long; Qwen2.5-Omni hears at most 30 s"),
     }
 
 

@@ -198,7 +198,7 @@ def run_generate(args) -> None:
     # Everything the user typed is checked before any model is loaded.
     request = Request(args.prompt, load_media(args.media))
     mllm = args.mllm or weights_dir("mllm")
-    encoder_class(mllm).check(request)  # e.g. sound for a reader that does not hear
+    encoder_class(mllm).check(request, mllm)  # e.g. sound for a reader that does not hear, or too long a sound
     check_output_path(args.out)
     if args.steps < 1 or args.num_images < 1:
         raise X2IError("--steps and --num-images must be at least 1")

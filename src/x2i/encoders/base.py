@@ -113,8 +113,9 @@ class MLLMEncoder(ABC):
         return self.model.model
 
     @classmethod
-    def check(cls, request: Request) -> None:
-        """Refuse a request with an input this reader cannot take, in one line."""
+    def check(cls, request: Request, path: str | Path | None = None) -> None:
+        """Refuse a request with an input this reader cannot take, in one line; with `path` (the
+        checkpoint), also what its processor's settings refuse. Nothing but small files loads."""
         for item in request.media:
             if not isinstance(item, cls.takes):
                 kind = next(name for t, name in MODALITY_NAMES.items() if isinstance(item, t))

@@ -19,6 +19,7 @@ from x2i.encoders.qwen2_5_vl import QwenVideoInputs, load_qwen_parts
 from x2i.encoders.video_processor import QwenVideoProcessor
 from x2i.errors import X2IError
 from x2i.media import Audio, Video
+from x2i.request import Request
 
 
 class _Processor(Qwen2_5OmniProcessor):
@@ -43,19 +44,25 @@ class Qwen2_5OmniEncoder(QwenVideoInputs, ChatTemplateEncoder):
         return _Processor(image_processor=image_processor, video_processor=video_processor,
                           feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=tokenizer.chat_template)
 
-    def check_audio(self, requests) -> None:
-        """Refuse a clip longer than the feature extractor's window (its `chunk_length`), which it
-        would otherwise cut without a word."""
-        limit = self.processor.feature_extractor.chunk_length
+    @classmethod
+    def check(cls, request: Request, path: str | Path | None = None) -> None:
+        super().check(request, path)
+        if path is not None and request.audio:
+            cls.refuse_long_audio([request], AutoFeatureExtractor.from_pretrained(path).chunk_length)
+
+    @classmethod
+    def refuse_long_audio(cls, requests, limit: float) -> None:
+        """A clip longer than the feature extractor's window (its `chunk_length`) would be cut
+        without a word: refuse it."""
         for clip in (clip for r in requests for clip in r.audio):
             if clip.duration > limit + 1e-3:
                 raise X2IError(
-                    f"{clip.name} is {clip.duration:.1f} s long; {self.name} hears at most {limit:g} s per clip: "
+                    f"{clip.name} is {clip.duration:.1f} s long; {cls.name} hears at most {limit:g} s per clip: "
                     f"cut it (e.g. ffmpeg -i IN -t {limit:g} OUT.wav)"
                 )
 
     def media_inputs(self, requests) -> dict:
-        self.check_audio(requests)
+        self.refuse_long_audio(requests, self.processor.feature_extractor.chunk_length)
         inputs = super().media_inputs(requests)
         rate = self.processor.feature_extractor.sampling_rate
         audio = [clip.decode(rate) for r in requests for clip in r.audio]
