@@ -46,18 +46,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     gen.add_argument("--max-frames", type=int, default=64, metavar="N", help="at most N frames per clip: a longer clip is cut, with a warning")
     gen.add_argument("--out", default="x2i.png", type=Path, help="output image; with --num-images > 1, a grid (each image is also saved as OUT-N)")
     add_model_options(gen)
+    add_limit_options(gen)
     gen.add_argument("--alignnet-preset", default=None, help="the MLLM an official .bin was trained for (qwen2.5-vl-7b, ...); inferred from its shapes and the MLLM when left out")
-    gen.add_argument("--seed", type=int, default=0, help="same seed, same image")
-    gen.add_argument("--steps", type=int, default=28, help="denoising steps (28 for dev, 4 for schnell-like models)")
-    gen.add_argument("--guidance", type=float, default=3.5, help="guidance for FLUX models with a guidance embedding")
-    gen.add_argument("--height", type=int, default=None, help="default: the size the FLUX VAE was made for (1024 for FLUX.1, 64 for the mini FLUX)")
-    gen.add_argument("--width", type=int, default=None)
+    add_generation_options(gen)
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument("--pad-to", type=int, default=None, metavar="N", help="left-pad the prompt to N tokens (0: no padding); default: as the AlignNet was trained (512 for the official checkpoints)")
     add_answer_first_option(gen)
     add_edit_options(gen)
-    gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
-    gen.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
     gen.set_defaults(run=run_generate)
 
     ev = commands.add_parser(
@@ -118,6 +113,43 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     add_mini_commands(commands, with_recipes=command in (None, "mini"))
 
+    srv = commands.add_parser(
+        "serve",
+        help="a web app (Gradio): generate from text and uploads, and hold conversations",
+        description="Start a Gradio app over one X2IPipeline, loaded once: a Generate tab (prompt, uploads of the inputs the "
+        "reader takes, seed, steps, size, guidance, number of images, and a gallery of results with the inputs that made them) "
+        "and a Conversation tab. Requests queue and run one at a time. Without model flags, the shipped mini models.",
+        formatter_class=DEFAULTS,
+    )
+    add_model_options(srv)
+    add_limit_options(srv)
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens the app to the network")
+    srv.add_argument("--port", type=int, default=7860)
+    srv.add_argument("--steps", type=int, default=28, help="the app's default denoising steps")
+    srv.add_argument("--max-inputs", type=int, default=4, metavar="N", help="at most N uploaded files per request")
+    srv.add_argument("--max-upload-mb", type=float, default=50, metavar="MB", help="largest upload accepted")
+    srv.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
+    srv.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
+    srv.set_defaults(run=run_serve)
+
+    chat = commands.add_parser(
+        "chat",
+        help="a conversation in the terminal: each turn edits the last picture, reading the earlier turns",
+        description="Type a request per line; each turn's first picture is written as OUT/turn-N.png. From the second "
+        "turn on, the last picture is the new turn's input and the MLLM reads the earlier turns and its answers to them "
+        "(\"now make it blue\"). Commands: /image PATH, /audio PATH, /video PATH attach an input to the next turn; "
+        "/reset starts over; /quit ends. When standard input is not a terminal, one turn per line (for scripts).",
+        formatter_class=DEFAULTS,
+    )
+    chat.add_argument("--out", type=Path, default=Path("chat"), help="directory for turn-N.png")
+    add_model_options(chat)
+    add_limit_options(chat)
+    add_generation_options(chat)
+    chat.add_argument("--answer-tokens", type=int, default=64, metavar="N", help="the MLLM answers each turn in at most N tokens, "
+                      "and later turns read the answers (0: no answers)")
+    chat.add_argument("--no-history", action="store_true", help="each turn reads only its own inputs and the last picture")
+    chat.set_defaults(run=run_chat)
+
     tiny = commands.add_parser(
         "tiny-models",
         help="build tiny random models (MLLM, FLUX, AlignNet) for a smoke run; their images mean nothing",
@@ -140,6 +172,23 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mllm", default=None, help="MLLM directory or hub id (Qwen2.5-VL, InternVL, Qwen2.5-Omni); default: the shipped mini MLLM")
     parser.add_argument("--flux", default=None, help="FLUX pipeline directory or hub id (T5/CLIP are not loaded); default: the shipped mini FLUX")
     parser.add_argument("--alignnet", default=None, help="AlignNet directory, or an official diffusion_pytorch_model.bin; default: the shipped mini AlignNet")
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N", help="refuse longer prompts; default: the length "
+                        "the AlignNet was trained on (512 for the official checkpoints, 128 for the mini)")
+    parser.add_argument("--max-image-tokens", type=int, default=None, metavar="N", help="refuse larger sizes; default: 4x the tokens "
+                        "of the size FLUX was made for (2048x2048 for FLUX.1)")
+
+
+def add_generation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same image")
+    parser.add_argument("--steps", type=int, default=28, help="denoising steps (28 for dev, 4 for schnell-like models)")
+    parser.add_argument("--guidance", type=float, default=3.5, help="guidance for FLUX models with a guidance embedding")
+    parser.add_argument("--height", type=int, default=None, help="default: the size the FLUX VAE was made for (1024 for FLUX.1, 64 for the mini FLUX)")
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
 
 
 def add_edit_options(parser: argparse.ArgumentParser) -> None:
@@ -213,6 +262,7 @@ def run_generate(args) -> None:
         mllm=mllm, flux=args.flux or weights_dir("teacher"), alignnet=args.alignnet or weights_dir("alignnet"),
         device=device, dtype=dtype, pad_to=args.pad_to, alignnet_preset=args.alignnet_preset, height=args.height, width=args.width,
         lightcontrol=args.lightcontrol, lora=args.lora, lora_scale=args.lora_scale,
+        max_prompt_tokens=args.max_prompt_tokens, max_image_tokens=args.max_image_tokens,
     )
     pipe.encoder.video_fps, pipe.encoder.max_video_frames = args.video_fps, args.max_frames
     images = pipe(request, height=args.height, width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
@@ -228,6 +278,84 @@ def run_generate(args) -> None:
     captions = [f"seed {args.seed} #{i}" for i in range(len(images))]
     make_grid(images, captions).save(args.out)
     print(f"wrote {len(images)} images and their grid {args.out}")
+
+
+def run_serve(args) -> None:
+    from x2i.mini import weights_dir
+    from x2i.pipeline import X2IPipeline
+
+    if args.steps < 1 or args.max_inputs < 0 or args.max_upload_mb <= 0:
+        raise X2IError("--steps must be at least 1, --max-inputs at least 0 and --max-upload-mb positive")
+    device, dtype = resolve_device_dtype(args.device, args.dtype)
+    pipe = X2IPipeline.from_pretrained(
+        mllm=args.mllm or weights_dir("mllm"), flux=args.flux or weights_dir("teacher"), alignnet=args.alignnet or weights_dir("alignnet"),
+        device=device, dtype=dtype, max_prompt_tokens=args.max_prompt_tokens, max_image_tokens=args.max_image_tokens,
+    )
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the app
+    from x2i.serve import build_app
+
+    app = build_app(pipe, max_inputs=args.max_inputs, default_steps=args.steps)
+    app.queue(default_concurrency_limit=1, max_size=64).launch(
+        server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 1024 * 1024), show_error=True,
+    )
+
+
+def run_chat(args) -> None:
+    from x2i.mini import weights_dir
+    from x2i.pipeline import X2IPipeline
+    from x2i.session import Session
+
+    if args.steps < 1 or args.answer_tokens < 0:
+        raise X2IError("--steps must be at least 1 and --answer-tokens at least 0")
+    device, dtype = resolve_device_dtype(args.device, args.dtype)
+    pipe = X2IPipeline.from_pretrained(
+        mllm=args.mllm or weights_dir("mllm"), flux=args.flux or weights_dir("teacher"), alignnet=args.alignnet or weights_dir("alignnet"),
+        device=device, dtype=dtype, height=args.height, width=args.width,
+        max_prompt_tokens=args.max_prompt_tokens, max_image_tokens=args.max_image_tokens,
+    )
+    session = Session(pipe, answer_tokens=args.answer_tokens, keep_history=not args.no_history, seed=args.seed,
+                      num_inference_steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width)
+    args.out.mkdir(parents=True, exist_ok=True)
+    chat_loop(session, args.out, interactive=sys.stdin.isatty())
+
+
+def chat_loop(session, out: Path, interactive: bool) -> None:
+    """Read turns and commands until /quit or the end of input; a bad turn says why in one line and
+    the conversation goes on."""
+    if interactive:
+        import importlib
+
+        importlib.import_module("readline")  # line editing and history for input()
+
+        print("type a request; /image PATH, /audio PATH, /video PATH attach an input; /reset; /quit")
+    attached, turn = [], 0
+    while True:
+        try:
+            line = input("x2i> " if interactive else "").strip()
+        except EOFError:
+            break
+        command, _, argument = line.partition(" ")
+        try:
+            if not line:
+                continue
+            if command == "/quit":
+                break
+            if command == "/reset":
+                session.reset()
+                attached = []
+                print("new conversation")
+            elif command in ("/image", "/audio", "/video"):
+                attached += load_media([(command[1:], argument.strip())])
+                print(f"attached {argument.strip()} to the next turn")
+            else:
+                images = session.send(line, attached)
+                attached, turn = [], turn + 1
+                path = out / f"turn-{turn}.png"
+                images[0].save(path)
+                answer = session.history[-1].answer
+                print(f"wrote {path}" + (f"  (the MLLM: {answer})" if answer else ""))
+        except X2IError as e:
+            print(f"x2i: error: {e}", file=sys.stderr)
 
 
 def run_eval(args) -> None:

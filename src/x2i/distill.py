@@ -153,6 +153,7 @@ def make_inputs(models: Models, config: DistillConfig, texts: list[str], seeds: 
     """One step's shared FLUX inputs, the teacher's conditioning (T5/CLIP), and the MLLM's states."""
     flux, transformer = models.flux, models.flux.transformer
     dtype, batch = transformer.dtype, len(texts)
+    texts = cut_captions(models.encoder, texts, models.pad_to)
     generators = [torch.Generator(device).manual_seed(s) for s in seeds]
     # Padded pairing: T5 reads as many tokens as the MLLM prompt has (the release's 512/512).
     t5_length = models.pad_to if config.terms == "padded" else models.t5_length
@@ -180,6 +181,18 @@ def make_inputs(models: Models, config: DistillConfig, texts: list[str], seeds: 
         states = states.keep_last([config.closing_tokens if d else None for d in dropped.tolist()])
     pairs = word_pairs(flux.tokenizer_2, models.encoder, texts, t5_length, states.hidden_states.shape[2]) if config.terms == "words" else None
     return FluxInputs(latents, image_ids, sigma, guidance), teacher, states, pairs
+
+
+def cut_captions(encoder, texts: list[str], max_tokens: int) -> list[str]:
+    """Captions longer than the MLLM prompt AlignNet reads are cut to their first `max_tokens`
+    tokens, with a warning: T5 reads a fixed length too, and a caption of a whole book would
+    otherwise stall a step."""
+    cut = [encoder.cut_text(t, max_tokens) for t in texts]
+    for before, after in zip(texts, cut):
+        if after != before:
+            warnings.warn(f"a caption of {len(before)} characters is longer than {max_tokens} tokens (--pad-to): "
+                          f"distillation reads its first {max_tokens} tokens", stacklevel=2)
+    return cut
 
 
 def word_pairs(t5_tokenizer, encoder, captions: list[str], t5_length: int, mllm_length: int) -> torch.Tensor:

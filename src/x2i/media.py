@@ -159,3 +159,22 @@ class Video:
         if not frames:
             raise X2IError(f"{self.path}: no frame could be decoded")
         return frames
+
+
+def open_input(path: str | Path):
+    """An input file by its type: a PIL image, an `Audio` or a `Video` (for uploads, where no flag
+    says which)."""
+    from PIL import Image
+
+    from x2i.images import load_image
+
+    suffix = Path(path).suffix.lower()
+    if suffix in AUDIO_SUFFIXES:
+        return Audio.load(path)
+    if suffix in VIDEO_SUFFIXES:
+        return Video.load(path)
+    if suffix in Image.registered_extensions():
+        return load_image(path)
+    raise X2IError(f"{Path(path).name}: unsupported file type {suffix or '(none)'}; give an image, a sound ({', '.join(AUDIO_SUFFIXES)}) "
+                   f"or a video ({', '.join(VIDEO_SUFFIXES)})")
+

@@ -27,6 +27,7 @@ from x2i.errors import X2IError
 from x2i.lightcontrol import LightControl
 from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, load_flux, load_lightcontrol
 from x2i.lora import load_lora
+from x2i.memory import check_work, image_tokens
 from x2i.request import Request
 
 
@@ -36,16 +37,23 @@ ANSWER_FIRST = ("prompt+answer", "answer")
 class X2IPipeline:
     """`answer_first` (the release's "reasoning" mode): the MLLM first writes its answer (greedy, at
     most `max_answer_tokens`), and AlignNet reads the hidden states of the prompt followed by the
-    answer ("prompt+answer"), or of the answer alone ("answer", the release's choice)."""
+    answer ("prompt+answer"), or of the answer alone ("answer", the release's choice).
+
+    Work is bounded before it starts: a prompt longer than `max_prompt_tokens` (default: the length
+    AlignNet was trained on, 512 for the official checkpoints) is refused, and so is a size beyond
+    `max_image_tokens` (default: 4x the tokens of the size FLUX was made for) or one whose memory
+    will not fit (x2i.memory)."""
 
     def __init__(self, encoder: MLLMEncoder, alignnet: AlignNet, flux: FluxPipeline, pad_to: int | None = None,
-                 max_answer_tokens: int = 128):
+                 max_answer_tokens: int = 128, max_prompt_tokens: int | None = None, max_image_tokens: int | None = None):
         self.encoder = encoder
         self.alignnet = alignnet.eval().requires_grad_(False)
         self.flux = flux
         # Pad prompts as AlignNet saw them in training, unless the caller says otherwise (0: no padding).
         self.pad_to = alignnet.config.pad_to if pad_to is None else (pad_to or None)
         self.max_answer_tokens = max_answer_tokens
+        self.max_prompt_tokens = max_prompt_tokens or alignnet.config.pad_to or 512
+        self.max_image_tokens = max_image_tokens or 4 * image_tokens(flux, self.default_size, self.default_size)
         self.lightcontrol: LightControl | None = None
         self._check_fit()
 
@@ -64,6 +72,8 @@ class X2IPipeline:
         lightcontrol: str | Path | None = None,
         lora: str | Path | None = None,
         lora_scale: float = 1.0,
+        max_prompt_tokens: int | None = None,
+        max_image_tokens: int | None = None,
     ) -> X2IPipeline:
         """Load the three parts (and a LightControl branch and a LoRA, when given). Everything small
         loads and is checked against FLUX (sizes, branch, LoRA) before the MLLM, the largest part."""
@@ -75,7 +85,7 @@ class X2IPipeline:
         if lora is not None:
             load_lora(flux_pipe, lora, lora_scale)
         encoder = load_encoder(mllm, device=device, dtype=dtype)
-        pipe = cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to)
+        pipe = cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to, max_prompt_tokens=max_prompt_tokens, max_image_tokens=max_image_tokens)
         pipe.lightcontrol = branch
         return pipe
 
@@ -155,6 +165,12 @@ class X2IPipeline:
         control = self.lightcontrol is not None and lightcontrol_scale != 0
         if control and not all(r.images for r in requests):
             raise X2IError("LightControl keeps an edit faithful to its source image, and a request has no image: give one (--image), or leave out --lightcontrol")
+        for r in requests:
+            if (n := self.encoder.count_tokens(r.text)) > self.max_prompt_tokens:
+                raise X2IError(f"the prompt is {n} tokens; this model reads at most {self.max_prompt_tokens} "
+                               f"(what its AlignNet was made for): shorten it, or raise --max-prompt-tokens")
+        check_work(self.flux, height, width, len(requests) * num_images_per_prompt, self.pad_to or self.max_prompt_tokens,
+                   self.flux.transformer.device, self.max_image_tokens)
 
         conditioning = self.encode(requests, answer_first)
 

@@ -15,10 +15,14 @@ Media = Image.Image | Audio | Video
 @dataclass
 class Request:
     """One generation request: text in any language, and images, sound clips and video clips
-    (`media`, in the order the model reads them, before the text), or any mix of these."""
+    (`media`, in the order the model reads them, before the text), or any mix of these.
+
+    `history`: the earlier turns of a conversation, each a request and the model's answer to it; the
+    MLLM reads them before this one (x2i.Session keeps them)."""
 
     text: str = ""
     media: list[Media] = field(default_factory=list)
+    history: list[tuple[Request, str]] = field(default_factory=list)
 
     def __post_init__(self):
         self.text = (self.text or "").strip()
@@ -28,6 +32,15 @@ class Request:
                 raise X2IError(f"a request takes PIL images, x2i.Audio and x2i.Video, not {type(item).__name__}")
         if not self.text and not self.media:
             raise X2IError("empty request: give a prompt, one or more images, sound or video clips, or both")
+
+    @property
+    def turns(self) -> list[tuple[Request, str | None]]:
+        """The earlier turns and their answers, then this one (no answer yet)."""
+        return [*self.history, (self, None)]
+
+    def all_media(self) -> list[Media]:
+        """Every input the model reads, earlier turns' first, in reading order."""
+        return [item for turn, _ in self.turns for item in turn.media]
 
     @property
     def images(self) -> list[Image.Image]:

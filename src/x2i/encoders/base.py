@@ -116,7 +116,7 @@ class MLLMEncoder(ABC):
     def check(cls, request: Request, path: str | Path | None = None) -> None:
         """Refuse a request with an input this reader cannot take, in one line; with `path` (the
         checkpoint), also what its processor's settings refuse. Nothing but small files loads."""
-        for item in request.media:
+        for item in request.all_media():
             if not isinstance(item, cls.takes):
                 kind = next(name for t, name in MODALITY_NAMES.items() if isinstance(item, t))
                 takes = ", ".join(["text", *(MODALITY_NAMES[t] for t in cls.takes)])
@@ -129,7 +129,7 @@ class MLLMEncoder(ABC):
 
     def media_inputs(self, requests: Sequence[Request]) -> dict:
         """The processor's media arguments, in prompt order."""
-        images = [image for r in requests for image in r.images]
+        images = [m for r in requests for m in r.all_media() if isinstance(m, Image.Image)]
         return {"images": images or None}
 
     def prepare(self, requests: Sequence[Request], pad_to: int | None = None, answers: Sequence[str] | None = None) -> dict:
@@ -159,6 +159,14 @@ class MLLMEncoder(ABC):
         inputs = self.prepare(requests, pad_to, answers)
         out = self.backbone(**inputs, position_ids=self.position_ids(inputs), output_hidden_states=True, use_cache=False)
         return EncoderOutput(torch.stack(out.hidden_states, dim=1), inputs["attention_mask"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.processor.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def cut_text(self, text: str, max_tokens: int) -> str:
+        """`text` cut to its first `max_tokens` tokens."""
+        ids = self.processor.tokenizer(text, add_special_tokens=False).input_ids
+        return text if len(ids) <= max_tokens else self.processor.tokenizer.decode(ids[:max_tokens])
 
     @torch.no_grad()
     def answer(self, requests: Sequence[Request], max_new_tokens: int = 128) -> list[str]:
@@ -190,12 +198,15 @@ class ChatTemplateEncoder(MLLMEncoder):
     Qwen2.5-Omni): one user message, its media first in the order given, then the formatted text."""
 
     def chat(self, request: Request, answer: str | None = None) -> list[dict]:
+        """The messages: each earlier turn and its answer, then this request (and `answer`)."""
         kinds = {Image.Image: "image", Audio: "audio", Video: "video"}
-        content = [{"type": next(k for t, k in kinds.items() if isinstance(m, t))} for m in request.media]
-        content.append({"type": "text", "text": format_prompt(request)})
-        messages = [{"role": "user", "content": content}]
-        if answer is not None:
-            messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        messages = []
+        for turn, reply in [*request.history, (request, answer)]:
+            content = [{"type": next(k for t, k in kinds.items() if isinstance(m, t))} for m in turn.media]
+            content.append({"type": "text", "text": format_prompt(turn)})
+            messages.append({"role": "user", "content": content})
+            if reply is not None:
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
         return messages
 
     def prompt_text(self, request: Request, answer: str | None = None) -> str:

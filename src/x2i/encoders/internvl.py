@@ -41,5 +41,10 @@ class InternVLEncoder(MLLMEncoder):
                           image_seq_length=settings.get("image_seq_length", 256))
 
     def prompt_text(self, request: Request, answer: str | None = None) -> str:
-        images = "".join(f"{self.processor.image_token}\n" for _ in request.images)
-        return images + format_prompt(request) + (answer or "")
+        """Earlier turns (each with its answer, on a line of its own), then this request."""
+        parts = []
+        for turn, reply in [*request.history, (request, answer)]:
+            parts.append("".join(f"{self.processor.image_token}\n" for _ in turn.images) + format_prompt(turn))
+            if reply is not None:
+                parts.append(reply)
+        return "\n".join(parts) if request.history else "".join(parts)

@@ -47,14 +47,14 @@ class Qwen2_5OmniEncoder(QwenVideoInputs, ChatTemplateEncoder):
     @classmethod
     def check(cls, request: Request, path: str | Path | None = None) -> None:
         super().check(request, path)
-        if path is not None and request.audio:
+        if path is not None and any(isinstance(m, Audio) for m in request.all_media()):
             cls.refuse_long_audio([request], AutoFeatureExtractor.from_pretrained(path).chunk_length)
 
     @classmethod
     def refuse_long_audio(cls, requests, limit: float) -> None:
         """A clip longer than the feature extractor's window (its `chunk_length`) would be cut
         without a word: refuse it."""
-        for clip in (clip for r in requests for clip in r.audio):
+        for clip in (m for r in requests for m in r.all_media() if isinstance(m, Audio)):
             if clip.duration > limit + 1e-3:
                 raise X2IError(
                     f"{clip.name} is {clip.duration:.1f} s long; {cls.name} hears at most {limit:g} s per clip: "
@@ -65,7 +65,7 @@ class Qwen2_5OmniEncoder(QwenVideoInputs, ChatTemplateEncoder):
         self.refuse_long_audio(requests, self.processor.feature_extractor.chunk_length)
         inputs = super().media_inputs(requests)
         rate = self.processor.feature_extractor.sampling_rate
-        audio = [clip.decode(rate) for r in requests for clip in r.audio]
+        audio = [m.decode(rate) for r in requests for m in r.all_media() if isinstance(m, Audio)]
         if audio:
             inputs["audio"] = audio
         return inputs

@@ -20,7 +20,7 @@ class QwenVideoInputs:
 
     def media_inputs(self, requests) -> dict:
         inputs = super().media_inputs(requests)
-        clips = [clip.frames(self.video_fps, self.max_video_frames) for r in requests for clip in r.videos]
+        clips = [m.frames(self.video_fps, self.max_video_frames) for r in requests for m in r.all_media() if isinstance(m, Video)]
         if clips:
             inputs["videos"] = clips
             # The frames' place in time: M-RoPE gives each temporal patch its seconds.

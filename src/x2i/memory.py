@@ -1,0 +1,74 @@
+"""How much work a generation is, checked before it starts.
+
+Two bounds, both refused in one line before denoising: an image much larger than the FLUX model was
+made for (the work grows with the square of its tokens), and one whose activations will not fit
+in the memory the device has free. The memory figure is an estimate (the largest live activations
+of a transformer block and of the VAE decoder's full-resolution blocks, with attention by a kernel
+that does not hold the score matrix, as PyTorch's scaled_dot_product_attention does on CPU and GPU);
+the weights are not counted because they are already loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from x2i.errors import X2IError
+
+GIB = 1024**3
+# A FLUX.1 block keeps the residual streams, q/k/v, the attention output and the 4x-wide MLP alive:
+# about 12 hidden-size vectors per token. The VAE decoder's last blocks hold about 4 full-resolution
+# tensors at once (input, normalised, convolved, skip).
+TRANSFORMER_VECTORS_PER_TOKEN = 12
+VAE_TENSORS_AT_FULL_SIZE = 4
+
+
+def image_tokens(flux, height: int, width: int) -> int:
+    """The packed latent tokens FLUX attends over (16x16 pixels each for FLUX.1)."""
+    patch = flux.vae_scale_factor * 2
+    return (height // patch) * (width // patch)
+
+
+def generation_bytes(flux, height: int, width: int, images: int, text_tokens: int) -> int:
+    """Estimated peak activation memory of denoising and decoding `images` images at this size."""
+    config = flux.transformer.config
+    width_of_tokens = config.num_attention_heads * config.attention_head_dim
+    itemsize = flux.transformer.dtype.itemsize
+    tokens = image_tokens(flux, height, width) + text_tokens
+    denoise = TRANSFORMER_VECTORS_PER_TOKEN * images * tokens * width_of_tokens * itemsize
+    vae_itemsize = 4 if flux.vae.config.force_upcast else flux.vae.dtype.itemsize
+    decode = VAE_TENSORS_AT_FULL_SIZE * images * flux.vae.config.block_out_channels[0] * height * width * vae_itemsize
+    return max(denoise, decode)
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory free on the device now: the GPU's, or the machine's available RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    import os
+
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_work(flux, height: int, width: int, images: int, text_tokens: int, device: torch.device, max_image_tokens: int) -> None:
+    """Refuse, before denoising, a size far beyond the model's or one whose memory will not fit."""
+    tokens = image_tokens(flux, height, width)
+    if tokens > max_image_tokens:
+        native = flux.vae.config.sample_size
+        raise X2IError(
+            f"{width}x{height} is {tokens} image tokens; this FLUX was made for {native}x{native} "
+            f"({image_tokens(flux, native, native)} tokens) and x2i allows up to {max_image_tokens} "
+            f"(work grows with the square of the tokens): use a smaller size, or raise --max-image-tokens"
+        )
+    need, free = generation_bytes(flux, height, width, images, text_tokens), free_bytes(device)
+    if need > free:
+        raise X2IError(
+            f"{images} image(s) at {width}x{height} need about {need / GIB:.1f} GiB of activations on {device}, "
+            f"and {free / GIB:.1f} GiB is free: use a smaller size or fewer images, or --offload"
+        )

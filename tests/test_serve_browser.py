@@ -1,0 +1,125 @@
+"""`x2i serve` in a real browser (headless Chromium through Selenium): a prompt makes a picture, a
+bad upload shows its error in the page, a conversation takes a second turn. Needs Debian's
+`chromium` and `chromium-driver` (installed by .ci/run). With X2I_SCREENSHOT=PATH, the page is
+saved there (the README's screenshot is made so)."""
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+WAIT = 120  # seconds for a page element on a slow CI machine
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    process = subprocess.Popen([sys.executable, "-m", "x2i.cli", "serve", "--port", str(port), "--steps", "8"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + WAIT
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                pytest.fail(f"x2i serve did not start: {open(log.name).read()[-2000:]}")
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert CHROMIUM and CHROMEDRIVER, "the browser tests need Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, condition, message):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT).until(condition, message)
+
+
+def images_in(driver, selector):
+    from selenium.webdriver.common.by import By
+
+    return [im for im in driver.find_elements(By.CSS_SELECTOR, f"{selector} img") if (im.get_attribute("src") or "").strip()]
+
+
+def fetch(src) -> Image.Image:
+    return Image.open(io.BytesIO(urllib.request.urlopen(src, timeout=30).read())).convert("RGB")
+
+
+def not_blank(image: Image.Image) -> bool:
+    pixels = np.asarray(image, dtype=np.float32)
+    return pixels.std() > 5 and np.abs(pixels - pixels.mean(axis=(0, 1))).max() > 60  # something saturated on the background
+
+
+def test_a_prompt_makes_a_picture(server, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server)
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt textarea"), "the prompt box")
+    browser.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys("a large red circle on the left")
+    browser.find_element(By.CSS_SELECTOR, "#generate").click()
+    found = wait_for(browser, lambda d: images_in(d, "#gallery"), "a picture in the gallery")
+    image = fetch(found[0].get_attribute("src"))
+    assert image.size == (64, 64) and not_blank(image)
+    assert "a large red circle on the left" in browser.find_element(By.CSS_SELECTOR, "#gallery").text  # the inputs that made it
+    if os.environ.get("X2I_SCREENSHOT"):
+        browser.save_screenshot(os.environ["X2I_SCREENSHOT"])
+
+
+def test_a_bad_upload_shows_its_error_in_the_page(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    browser.get(server)
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#inputs input[type=file]"), "the upload box")
+    browser.find_element(By.CSS_SELECTOR, "#inputs input[type=file]").send_keys(str(broken))
+    wait_for(browser, lambda d: "broken" in d.find_element(By.CSS_SELECTOR, "#inputs").text, "the upload listed")
+    browser.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys("make it blue")
+    browser.find_element(By.CSS_SELECTOR, "#generate").click()
+    wait_for(browser, lambda d: "cannot read image" in d.find_element(By.TAG_NAME, "body").text, "the error message in the page")
+    assert "Traceback" not in browser.find_element(By.TAG_NAME, "body").text
+
+
+def test_a_conversation_takes_a_second_turn(server, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server)
+    tab = wait_for(browser, lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text == "Conversation"], "the tab")
+    tab[0].click()
+    for turn, text in enumerate(["a large red circle on the left", "make the circle blue"], start=1):
+        box = wait_for(browser, lambda d: [t for t in d.find_elements(By.CSS_SELECTOR, "#message textarea") if t.is_displayed()], "the message box")
+        box[0].send_keys(text)
+        browser.find_element(By.CSS_SELECTOR, "#send").click()
+        pictures = wait_for(browser, lambda d: len(images_in(d, "#chat")) >= turn and images_in(d, "#chat"), f"turn {turn}'s picture")
+        assert not_blank(fetch(pictures[-1].get_attribute("src")))
+    assert "make the circle blue" in browser.find_element(By.CSS_SELECTOR, "#chat").text
