@@ -47,6 +47,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     gen.add_argument("--out", default="x2i.png", type=Path, help="output image; with --num-images > 1, a grid (each image is also saved as OUT-N)")
     add_model_options(gen)
     add_limit_options(gen)
+    add_memory_options(gen)
     gen.add_argument("--alignnet-preset", default=None, help="the MLLM an official .bin was trained for (qwen2.5-vl-7b, ...); inferred from its shapes and the MLLM when left out")
     add_generation_options(gen)
     gen.add_argument("--num-images", type=int, default=1)
@@ -123,6 +124,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     add_model_options(srv)
     add_limit_options(srv)
+    add_memory_options(srv)
     srv.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens the app to the network")
     srv.add_argument("--port", type=int, default=7860)
     srv.add_argument("--steps", type=int, default=28, help="the app's default denoising steps")
@@ -144,6 +146,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     chat.add_argument("--out", type=Path, default=Path("chat"), help="directory for turn-N.png")
     add_model_options(chat)
     add_limit_options(chat)
+    add_memory_options(chat)
     add_generation_options(chat)
     chat.add_argument("--answer-tokens", type=int, default=64, metavar="N", help="the MLLM answers each turn in at most N tokens, "
                       "and later turns read the answers (0: no answers)")
@@ -172,6 +175,34 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mllm", default=None, help="MLLM directory or hub id (Qwen2.5-VL, InternVL, Qwen2.5-Omni); default: the shipped mini MLLM")
     parser.add_argument("--flux", default=None, help="FLUX pipeline directory or hub id (T5/CLIP are not loaded); default: the shipped mini FLUX")
     parser.add_argument("--alignnet", default=None, help="AlignNet directory, or an official diffusion_pytorch_model.bin; default: the shipped mini AlignNet")
+
+
+def add_memory_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--offload", choices=("model", "sequential"), default=None, help="keep the parts in CPU memory and move each to "
+                        "the GPU only while it runs (model), or stream every layer's weights (sequential: least memory, slowest); needs CUDA")
+    parser.add_argument("--quantize", choices=("nf4", "int8"), default=None, help="quantize the FLUX transformer and the MLLM as they load: "
+                        "bitsandbytes nf4 or int8 on CUDA; int8 (torchao) on the CPU")
+
+
+def load_pipeline(args, device, dtype, **kwargs):
+    """The pipeline for generate, chat and serve, with the memory mode asked for; defaults: the
+    shipped mini models. A mode that needs CUDA says so before anything loads."""
+    from x2i.mini import weights_dir
+    from x2i.pipeline import X2IPipeline
+
+    if args.offload and device.type != "cuda":
+        raise X2IError("--offload moves each part to a GPU while it runs, and no CUDA GPU is visible; leave it out on the CPU")
+    if args.offload and args.quantize:
+        raise X2IError("--offload and --quantize are one or the other for now (moving quantized weights is untested here); pick one")
+    # with offload the parts load in CPU memory, and the pipeline moves them
+    pipe = X2IPipeline.from_pretrained(
+        mllm=args.mllm or weights_dir("mllm"), flux=args.flux or weights_dir("teacher"), alignnet=args.alignnet or weights_dir("alignnet"),
+        device="cpu" if args.offload else device, dtype=dtype, quantize=args.quantize,
+        max_prompt_tokens=args.max_prompt_tokens, max_image_tokens=args.max_image_tokens, **kwargs,
+    )
+    if args.offload:
+        getattr(pipe, f"enable_{args.offload}_cpu_offload")(device)
+    return pipe
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -241,7 +272,6 @@ def run_generate(args) -> None:
     from x2i.images import make_grid
     from x2i.loaders import encoder_class
     from x2i.mini import weights_dir
-    from x2i.pipeline import X2IPipeline
     from x2i.request import Request
 
     # Everything the user typed is checked before any model is loaded.
@@ -258,12 +288,8 @@ def run_generate(args) -> None:
     if args.lightcontrol and not request.images:
         raise X2IError("--lightcontrol keeps an edit faithful to its source image: give one with --image")
     # Without model flags: the shipped mini models (the mini FLUX is the teacher, loaded without T5/CLIP).
-    pipe = X2IPipeline.from_pretrained(
-        mllm=mllm, flux=args.flux or weights_dir("teacher"), alignnet=args.alignnet or weights_dir("alignnet"),
-        device=device, dtype=dtype, pad_to=args.pad_to, alignnet_preset=args.alignnet_preset, height=args.height, width=args.width,
-        lightcontrol=args.lightcontrol, lora=args.lora, lora_scale=args.lora_scale,
-        max_prompt_tokens=args.max_prompt_tokens, max_image_tokens=args.max_image_tokens,
-    )
+    pipe = load_pipeline(args, device, dtype, pad_to=args.pad_to, alignnet_preset=args.alignnet_preset, height=args.height, width=args.width,
+                         lightcontrol=args.lightcontrol, lora=args.lora, lora_scale=args.lora_scale)
     pipe.encoder.video_fps, pipe.encoder.max_video_frames = args.video_fps, args.max_frames
     images = pipe(request, height=args.height, width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
                   num_images_per_prompt=args.num_images, seed=args.seed, answer_first=args.answer_first, lightcontrol_scale=args.lightcontrol_scale)
@@ -281,18 +307,15 @@ def run_generate(args) -> None:
 
 
 def run_serve(args) -> None:
-    from x2i.mini import weights_dir
-    from x2i.pipeline import X2IPipeline
-
     if args.steps < 1 or args.max_inputs < 0 or args.max_upload_mb <= 0:
         raise X2IError("--steps must be at least 1, --max-inputs at least 0 and --max-upload-mb positive")
     device, dtype = resolve_device_dtype(args.device, args.dtype)
-    pipe = X2IPipeline.from_pretrained(
-        mllm=args.mllm or weights_dir("mllm"), flux=args.flux or weights_dir("teacher"), alignnet=args.alignnet or weights_dir("alignnet"),
-        device=device, dtype=dtype, max_prompt_tokens=args.max_prompt_tokens, max_image_tokens=args.max_image_tokens,
-    )
+    pipe = load_pipeline(args, device, dtype)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the app
-    from x2i.serve import build_app
+    try:
+        from x2i.serve import build_app
+    except ImportError as e:
+        raise X2IError("x2i serve needs Gradio: pip install 'x2i[serve]'") from e
 
     app = build_app(pipe, max_inputs=args.max_inputs, default_steps=args.steps)
     app.queue(default_concurrency_limit=1, max_size=64).launch(
@@ -301,18 +324,12 @@ def run_serve(args) -> None:
 
 
 def run_chat(args) -> None:
-    from x2i.mini import weights_dir
-    from x2i.pipeline import X2IPipeline
     from x2i.session import Session
 
     if args.steps < 1 or args.answer_tokens < 0:
         raise X2IError("--steps must be at least 1 and --answer-tokens at least 0")
     device, dtype = resolve_device_dtype(args.device, args.dtype)
-    pipe = X2IPipeline.from_pretrained(
-        mllm=args.mllm or weights_dir("mllm"), flux=args.flux or weights_dir("teacher"), alignnet=args.alignnet or weights_dir("alignnet"),
-        device=device, dtype=dtype, height=args.height, width=args.width,
-        max_prompt_tokens=args.max_prompt_tokens, max_image_tokens=args.max_image_tokens,
-    )
+    pipe = load_pipeline(args, device, dtype, height=args.height, width=args.width)
     session = Session(pipe, answer_tokens=args.answer_tokens, keep_history=not args.no_history, seed=args.seed,
                       num_inference_steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ without T5/CLIP), and a LightControl branch."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,10 +20,11 @@ from x2i.lightcontrol import LightControl
 
 
 def load_encoder(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, quantization=None
 ) -> MLLMEncoder:
-    """Load the MLLM at `path` (a local directory or a hub id) with the encoder for its family."""
-    return encoder_class(path).from_pretrained(path, device=device, dtype=dtype)
+    """Load the MLLM at `path` (a local directory or a hub id) with the encoder for its family;
+    `quantization`: a transformers quantization config (`quantization_configs`)."""
+    return encoder_class(path).from_pretrained(path, device=device, dtype=dtype, quantization=quantization)
 
 
 def encoder_class(path: str | Path) -> type[MLLMEncoder]:
@@ -66,9 +68,10 @@ def model_type(path: str | Path) -> str:
 NO_TEXT_ENCODERS = dict(text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
 
 
-def load_flux(path: str | Path, dtype: torch.dtype = torch.float32, text_encoders: bool = False) -> FluxPipeline:
+def load_flux(path: str | Path, dtype: torch.dtype = torch.float32, text_encoders: bool = False, quantization=None) -> FluxPipeline:
     """A FLUX pipeline (FLUX.1-dev, schnell, or a derivative) from a directory or hub id; T5 and CLIP
-    only when `text_encoders` (to run FLUX itself, the distillation teacher)."""
+    only when `text_encoders` (to run FLUX itself, the distillation teacher). `quantization`: a
+    diffusers quantization config for the transformer (`quantization_configs`)."""
     location = resolve(path, "FLUX")
     if isinstance(location, Path):
         index = location / "model_index.json"
@@ -84,11 +87,44 @@ def load_flux(path: str | Path, dtype: torch.dtype = torch.float32, text_encoder
         if text_encoders and any(components.get(k, [None])[0] is None for k in ("text_encoder", "text_encoder_2")):
             raise X2IError(f"{path} has no T5/CLIP text encoders: running FLUX itself (the distillation teacher) needs them")
     try:
-        return FluxPipeline.from_pretrained(location, dtype=dtype, **({} if text_encoders else NO_TEXT_ENCODERS))
+        parts = {} if text_encoders else dict(NO_TEXT_ENCODERS)
+        if quantization is not None:  # the transformer is quantized as it loads, never held whole
+            from diffusers import FluxTransformer2DModel
+
+            parts["transformer"] = FluxTransformer2DModel.from_pretrained(location, subfolder="transformer", dtype=dtype, quantization_config=quantization)
+        return FluxPipeline.from_pretrained(location, dtype=dtype, **parts)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # missing or corrupt files, unreachable hub
         if isinstance(location, str):
             raise unreachable("FLUX", location, e) from e
         raise X2IError(f"cannot load FLUX from {path}: {str(e).splitlines()[0]}") from e
+
+
+QUANTIZE = ("nf4", "int8")
+
+
+def quantization_configs(mode: str, device: torch.device, dtype: torch.dtype):
+    """(diffusers config for the FLUX transformer, transformers config for the MLLM) for `mode`:
+    bitsandbytes nf4 / int8 on CUDA; on the CPU, int8 weight-only by torchao."""
+    if mode not in QUANTIZE:
+        raise X2IError(f"--quantize takes {' or '.join(QUANTIZE)}, not {mode!r}")
+    if device.type == "cuda":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise X2IError("--quantize on a GPU uses bitsandbytes: pip install bitsandbytes")
+        from diffusers import BitsAndBytesConfig as DiffusersConfig
+        from transformers import BitsAndBytesConfig as TransformersConfig
+
+        settings = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype) if mode == "nf4" else dict(load_in_8bit=True)
+        return DiffusersConfig(**settings), TransformersConfig(**settings)
+    if mode == "nf4":
+        raise X2IError("--quantize nf4 is bitsandbytes' 4-bit format, which needs a CUDA GPU; on the CPU use --quantize int8 (torchao)")
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig
+    except ImportError as e:
+        raise X2IError("--quantize int8 on the CPU uses torchao: pip install torchao") from e
+    from diffusers import TorchAoConfig as DiffusersConfig
+    from transformers import TorchAoConfig as TransformersConfig
+
+    return DiffusersConfig(Int8WeightOnlyConfig()), TransformersConfig(Int8WeightOnlyConfig())
 
 
 def load_alignnet(path: str | Path, dtype: torch.dtype = torch.float32, preset: str | None = None, mllm: str | Path | None = None) -> AlignNet:

@@ -25,7 +25,7 @@ from x2i.conditioning import FluxConditioning, condition
 from x2i.encoders import MLLMEncoder
 from x2i.errors import X2IError
 from x2i.lightcontrol import LightControl
-from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, load_flux, load_lightcontrol
+from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, load_flux, load_lightcontrol, quantization_configs
 from x2i.lora import load_lora
 from x2i.memory import check_work, image_tokens
 from x2i.request import Request
@@ -55,6 +55,7 @@ class X2IPipeline:
         self.max_prompt_tokens = max_prompt_tokens or alignnet.config.pad_to or 512
         self.max_image_tokens = max_image_tokens or 4 * image_tokens(flux, self.default_size, self.default_size)
         self.lightcontrol: LightControl | None = None
+        self.offload: tuple[str, torch.device] | None = None  # ("model" | "sequential", the device parts run on)
         self._check_fit()
 
     @classmethod
@@ -74,17 +75,26 @@ class X2IPipeline:
         lora_scale: float = 1.0,
         max_prompt_tokens: int | None = None,
         max_image_tokens: int | None = None,
+        quantize: str | None = None,
     ) -> X2IPipeline:
         """Load the three parts (and a LightControl branch and a LoRA, when given). Everything small
-        loads and is checked against FLUX (sizes, branch, LoRA) before the MLLM, the largest part."""
+        loads and is checked against FLUX (sizes, branch, LoRA) before the MLLM, the largest part.
+        `quantize` ("nf4" or "int8"): the FLUX transformer and the MLLM are quantized as they load
+        (bitsandbytes on CUDA; int8 by torchao on the CPU)."""
+        device = torch.device(device)
+        flux_config, mllm_config = quantization_configs(quantize, device, dtype) if quantize else (None, None)
         alignnet_model = load_alignnet(alignnet, dtype, preset=alignnet_preset, mllm=mllm).to(device)
-        flux_pipe = load_flux(flux, dtype).to(device)
+        flux_pipe = load_flux(flux, dtype, quantization=flux_config)
+        if quantize is None or device.type == "cpu":  # bitsandbytes placed the transformer on the GPU as it loaded
+            flux_pipe.to(device)
+        else:
+            flux_pipe.vae.to(device)
         size = default_size(flux_pipe)
         check_size(flux_pipe, size if height is None else height, size if width is None else width)
         branch = None if lightcontrol is None else load_lightcontrol(lightcontrol, flux_pipe, dtype).to(device)
         if lora is not None:
             load_lora(flux_pipe, lora, lora_scale)
-        encoder = load_encoder(mllm, device=device, dtype=dtype)
+        encoder = load_encoder(mllm, device=device, dtype=dtype, quantization=mllm_config)
         pipe = cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to, max_prompt_tokens=max_prompt_tokens, max_image_tokens=max_image_tokens)
         pipe.lightcontrol = branch
         return pipe
@@ -96,6 +106,49 @@ class X2IPipeline:
     def load_lora(self, path: str | Path, scale: float = 1.0) -> None:
         """Load a diffusers-format LoRA made for this FLUX (from `x2i lora train`, or any trainer)."""
         load_lora(self.flux, path, scale)
+
+    def enable_model_cpu_offload(self, device: str | torch.device = "cuda") -> None:
+        """Keep every part in CPU memory and move each to `device` only while it runs: the MLLM,
+        then AlignNet, then FLUX's transformer (with its LightControl branch), then its VAE. Peak
+        GPU memory becomes the largest part's instead of the sum (diffusers' offload for FLUX's parts)."""
+        device = torch.device(device)
+        for part in (self.encoder.model, self.alignnet, self.lightcontrol):
+            if part is not None:
+                part.to("cpu")
+        self.flux.enable_model_cpu_offload(device=device)
+        self.offload = ("model", device)
+
+    def enable_sequential_cpu_offload(self, device: str | torch.device = "cuda") -> None:
+        """Stream every layer's weights to `device` when the layer runs (accelerate's hooks): the least
+        GPU memory, the slowest."""
+        from accelerate import cpu_offload
+
+        device = torch.device(device)
+        for part in (self.encoder.model, self.alignnet, self.lightcontrol):
+            if part is not None:
+                cpu_offload(part, execution_device=device)
+        self.encoder.execution_device = device
+        self.flux.enable_sequential_cpu_offload(device=device)
+        self.offload = ("sequential", device)
+
+    @contextlib.contextmanager
+    def _running(self, *parts):
+        """With model offload, `parts` sit on the GPU for the duration only."""
+        parts = [p for p in parts if p is not None]
+        if self.offload is None or self.offload[0] != "model":
+            yield
+            return
+        for part in parts:
+            part.to(self.offload[1])
+        try:
+            yield
+        finally:
+            for part in parts:
+                part.to("cpu")
+
+    @property
+    def execution_device(self) -> torch.device:
+        return self.offload[1] if self.offload else self.flux.transformer.device
 
     @property
     def default_size(self) -> int:
@@ -115,7 +168,7 @@ class X2IPipeline:
             )
 
     def _generators(self, seed, num_images: int):
-        device = self.flux.transformer.device
+        device = self.execution_device
         if seed is None or isinstance(seed, int):
             return None if seed is None else torch.Generator(device).manual_seed(seed)
         if len(seed) != num_images:  # one seed per image, so each image is reproducible on its own
@@ -125,15 +178,18 @@ class X2IPipeline:
     @torch.no_grad()
     def encode(self, requests: Sequence[Request], answer_first: str | None = None) -> FluxConditioning:
         """MLLM -> AlignNet: the conditioning FLUX reads in place of T5/CLIP."""
-        if answer_first is None:
-            return condition(self.alignnet, self.encoder.encode(requests, pad_to=self.pad_to))
-        if answer_first not in ANSWER_FIRST:
+        if answer_first is not None and answer_first not in ANSWER_FIRST:
             raise X2IError(f"answer-first mode must be one of {', '.join(ANSWER_FIRST)}, not {answer_first!r}")
-        answers = self.encoder.answer(requests, self.max_answer_tokens)
-        states = self.encoder.encode(requests, pad_to=self.pad_to, answers=answers)
-        if answer_first == "answer":
-            states = states.keep_last([self.encoder.answer_length(a) for a in answers])
-        return condition(self.alignnet, states)
+        with self._running(self.encoder.model):
+            if answer_first is None:
+                states = self.encoder.encode(requests, pad_to=self.pad_to)
+            else:
+                answers = self.encoder.answer(requests, self.max_answer_tokens)
+                states = self.encoder.encode(requests, pad_to=self.pad_to, answers=answers)
+                if answer_first == "answer":
+                    states = states.keep_last([self.encoder.answer_length(a) for a in answers])
+        with self._running(self.alignnet):
+            return condition(self.alignnet, states)
 
     @torch.no_grad()
     def __call__(
@@ -170,7 +226,7 @@ class X2IPipeline:
                 raise X2IError(f"the prompt is {n} tokens; this model reads at most {self.max_prompt_tokens} "
                                f"(what its AlignNet was made for): shorten it, or raise --max-prompt-tokens")
         check_work(self.flux, height, width, len(requests) * num_images_per_prompt, self.pad_to or self.max_prompt_tokens,
-                   self.flux.transformer.device, self.max_image_tokens)
+                   self.execution_device, self.max_image_tokens)
 
         conditioning = self.encode(requests, answer_first)
 
@@ -178,6 +234,7 @@ class X2IPipeline:
             generator = self._generators(seed, len(requests) * num_images_per_prompt)
         self.flux.set_progress_bar_config(disable=not show_progress, desc="denoising")
         with contextlib.ExitStack() as stack:
+            stack.enter_context(self._running(self.lightcontrol))
             if control:
                 source = self.flux.image_processor.preprocess([r.images[0] for r in requests], height, width)
                 stack.enter_context(self.lightcontrol.controlling(self.flux.transformer, source, lightcontrol_scale))

@@ -66,17 +66,22 @@ class MLLMEncoder(ABC):
     def __init__(self, model: PreTrainedModel, processor):
         self.model = model.eval().requires_grad_(False)
         self.processor = processor
+        # Where inputs go when the weights live elsewhere (sequential CPU offload streams them in).
+        self.execution_device: torch.device | None = None
         # AlignNet was trained on left-padded prompts, and generate() needs them.
         self.processor.tokenizer.padding_side = "left"
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, quantization=None):
         try:
-            model = cls.model_class.from_pretrained(path, dtype=dtype)
+            if quantization is None:
+                model = cls.model_class.from_pretrained(path, dtype=dtype).to(device)
+            else:  # quantized as it loads, onto the device (a quantized model cannot be moved afterwards)
+                model = cls.model_class.from_pretrained(path, dtype=dtype, quantization_config=quantization, device_map=str(torch.device(device)))
             processor = cls.load_processor(path)
         except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:  # missing or corrupt files
             raise X2IError(f"cannot load {cls.name} from {path}: {str(e).strip().splitlines()[0]}") from e
-        encoder = cls(model.to(device), processor)
+        encoder = cls(model, processor)
         encoder.check_tokenizer(path)
         return encoder
 
@@ -105,7 +110,7 @@ class MLLMEncoder(ABC):
 
     @property
     def device(self) -> torch.device:
-        return self.model.device
+        return self.execution_device or self.model.device
 
     @property
     def backbone(self) -> torch.nn.Module:
