@@ -130,6 +130,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     srv.add_argument("--steps", type=int, default=28, help="the app's default denoising steps")
     srv.add_argument("--max-inputs", type=int, default=4, metavar="N", help="at most N uploaded files per request")
     srv.add_argument("--max-upload-mb", type=float, default=50, metavar="MB", help="largest upload accepted")
+    srv.add_argument("--compile", action="store_true", help="torch.compile FLUX's transformer at start (a minute or more; each new "
+                     "size compiles again): faster requests for a long-running server")
     srv.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     srv.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
     srv.set_defaults(run=run_serve)
@@ -311,6 +313,8 @@ def run_serve(args) -> None:
         raise X2IError("--steps must be at least 1, --max-inputs at least 0 and --max-upload-mb positive")
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     pipe = load_pipeline(args, device, dtype)
+    if args.compile:
+        compile_transformer(pipe, args.steps)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the app
     try:
         from x2i.serve import build_app
@@ -321,6 +325,23 @@ def run_serve(args) -> None:
     app.queue(default_concurrency_limit=1, max_size=64).launch(
         server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 1024 * 1024), show_error=True,
     )
+
+
+def compile_transformer(pipe, steps: int) -> None:
+    """torch.compile FLUX's transformer and compile it now, with one request at the default size,
+    so that no visitor waits for it; if compiling fails (no C++ compiler, say), serve uncompiled."""
+    import torch
+
+    from x2i.request import Request
+
+    eager = pipe.flux.transformer
+    pipe.flux.transformer = torch.compile(eager)
+    print("compiling FLUX's transformer (once per size)...", file=sys.stderr)
+    try:
+        pipe(Request("warm-up"), num_inference_steps=min(steps, 2), show_progress=False)
+    except Exception as e:  # noqa: BLE001  (any compiler failure: keep serving, uncompiled)
+        pipe.flux.transformer = eager
+        print(f"x2i: warning: torch.compile failed ({type(e).__name__}); serving uncompiled", file=sys.stderr)
 
 
 def run_chat(args) -> None:

@@ -10,6 +10,7 @@ line, and the server keeps running.
 from __future__ import annotations
 
 import logging
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from x2i.request import Request
 from x2i.session import Session
 
 log = logging.getLogger("x2i.serve")
+GALLERY_SIZE = 24  # results kept per browser session, newest first
 
 
 def accepted_suffixes(pipe) -> list[str]:
@@ -56,6 +58,8 @@ def user_message(action):
 
 def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens: int = 64) -> gr.Blocks:
     size = pipe.default_size
+    # Each picture is written once; the gallery then refers to the file, not to a picture to encode again.
+    outputs = Path(tempfile.mkdtemp(prefix="x2i-serve-"))
 
     def generate(prompt, files, seed, steps, height, width, guidance, num_images, results):
         def run():
@@ -65,8 +69,12 @@ def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens:
                           num_images_per_prompt=int(num_images), seed=int(seed), show_progress=False)
             inputs = ", ".join(Path(f).name for f in files or []) or "none"
             caption = f"{prompt.strip() or '(no text)'} | inputs: {inputs} | seed {int(seed)}, {int(steps)} steps, {int(width)}x{int(height)}"
-            made = [(image, f"{caption} #{i}" if len(images) > 1 else caption) for i, image in enumerate(images)]
-            return made + (results or [])
+            made = []
+            for i, image in enumerate(images):
+                path = outputs / f"{len(list(outputs.iterdir()))}.png"
+                image.save(path)
+                made.append((str(path), f"{caption} #{i}" if len(images) > 1 else caption))
+            return (made + (results or []))[:GALLERY_SIZE]
 
         results = user_message(run)
         return results, results
