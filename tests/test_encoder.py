@@ -1,3 +1,6 @@
+"""The Qwen2.5-VL encoder's prompt format and positions (one-pass equality and batching for every
+reader are in test_readers.py)."""
+
 import json
 
 import pytest
@@ -7,46 +10,6 @@ from conftest import random_image
 from x2i.loaders import load_encoder
 from x2i.errors import X2IError
 from x2i.request import Request, format_prompt
-
-
-def requests_of_every_kind():
-    return [
-        Request("a red circle on the left"),
-        Request("make the square blue", [random_image(1)]),
-        Request("", [random_image(2), random_image(3, size=(56, 28))]),
-        Request("ein großes grünes Dreieck oben, und ein kleiner Kreis"),
-    ]
-
-
-def reference_hidden_states(encoder, inputs):
-    """What the original X2I code did: generate() and keep the hidden states of its first step."""
-    out = encoder.model.generate(
-        **inputs, max_new_tokens=2, do_sample=False, output_hidden_states=True, return_dict_in_generate=True
-    )
-    return torch.stack(out.hidden_states[0], dim=1)
-
-
-@pytest.mark.parametrize("pad_to", [None, 512])
-def test_one_pass_equals_the_first_step_of_generate(encoder, pad_to):
-    requests = requests_of_every_kind()
-    ours = encoder.encode(requests, pad_to=pad_to)
-    reference = reference_hidden_states(encoder, encoder.prepare(requests, pad_to=pad_to))
-    assert ours.hidden_states.shape == reference.shape
-    assert ours.hidden_states.shape[:2] == (4, encoder.num_hidden_states)
-    if pad_to:
-        assert ours.hidden_states.shape[2] == pad_to
-    torch.testing.assert_close(ours.hidden_states, reference, rtol=0, atol=1e-6)
-
-
-def test_batching_does_not_change_a_prompts_states(encoder):
-    requests = requests_of_every_kind()
-    batch = encoder.encode(requests)
-    for i, request in enumerate(requests):
-        alone = encoder.encode([request])
-        n = alone.hidden_states.shape[2]
-        assert batch.attention_mask[i].sum() == n
-        # left padding: the prompt sits at the end of the batched sequence
-        torch.testing.assert_close(batch.hidden_states[i, :, -n:], alone.hidden_states[0], rtol=1e-4, atol=1e-5)
 
 
 def test_prompts_are_left_padded_and_formatted_as_in_training(encoder):

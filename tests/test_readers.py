@@ -65,7 +65,7 @@ def test_one_pass_equals_the_first_step_of_generate(encoders, clips, reader, pad
     torch.testing.assert_close(ours.hidden_states, reference, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("reader", ["internvl", "qwen2_5_omni"])
+@pytest.mark.parametrize("reader", ["qwen2_5_vl", "internvl", "qwen2_5_omni"])
 def test_batching_does_not_change_a_prompts_states(encoders, clips, reader):
     encoder = encoders[reader]
     requests = requests_for(reader, clips)

@@ -133,8 +133,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     srv.add_argument("--max-upload-mb", type=float, default=50, metavar="MB", help="largest upload accepted")
     srv.add_argument("--compile", action="store_true", help="torch.compile FLUX's transformer at start (a minute or more; each new "
                      "size compiles again): faster requests for a long-running server")
-    srv.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
-    srv.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
+    add_device_options(srv)
     srv.set_defaults(run=run_serve)
 
     chat = commands.add_parser(
@@ -221,6 +220,10 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, default=3.5, help="guidance for FLUX models with a guidance embedding")
     parser.add_argument("--height", type=int, default=None, help="default: the size the FLUX VAE was made for (1024 for FLUX.1, 64 for the mini FLUX)")
     parser.add_argument("--width", type=int, default=None)
+    add_device_options(parser)
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     parser.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
 

@@ -176,6 +176,12 @@ class X2IPipeline:
         return [torch.Generator(device).manual_seed(s) for s in seed]
 
     @torch.no_grad()
+    def answer(self, requests: Sequence[Request], max_new_tokens: int = 128) -> list[str]:
+        """The MLLM's greedy answers (on the GPU only while it answers, with model offload)."""
+        with self._running(self.encoder.model):
+            return self.encoder.answer(requests, max_new_tokens)
+
+    @torch.no_grad()
     def encode(self, requests: Sequence[Request], answer_first: str | None = None) -> FluxConditioning:
         """MLLM -> AlignNet: the conditioning FLUX reads in place of T5/CLIP."""
         if answer_first is not None and answer_first not in ANSWER_FIRST:

@@ -58,6 +58,6 @@ class Session:
         that take them; keyword arguments override the session's for this turn."""
         request = self.request(text, images)
         made = self.pipe(request, **{**self.generation, **generation})
-        answer = self.pipe.encoder.answer([request], self.answer_tokens)[0] if self.answer_tokens else ""
+        answer = self.pipe.answer([request], self.answer_tokens)[0] if self.answer_tokens else ""
         self.history.append(Turn(Request(request.text, request.media), answer, made))
         return made
