@@ -1,0 +1,60 @@
+"""The app's request handling without a browser: what uploads it accepts, how many, and that every
+failure becomes a one-line message in the page."""
+
+import gradio as gr
+import pytest
+
+from x2i.errors import X2IError
+from x2i.serve import accepted_suffixes, build_app, open_uploads, user_message
+
+
+class FakeEncoder:
+    def __init__(self, takes):
+        self.takes = takes
+
+
+class FakePipe:
+    def __init__(self, takes):
+        self.encoder = FakeEncoder(takes)
+
+
+def test_uploads_are_the_inputs_the_reader_takes():
+    from PIL import Image
+
+    from x2i.media import Audio, Video
+
+    images_only = accepted_suffixes(FakePipe((Image.Image,)))
+    everything = accepted_suffixes(FakePipe((Image.Image, Audio, Video)))
+    assert ".png" in images_only and ".wav" not in images_only and ".mp4" not in images_only
+    assert {".png", ".wav", ".mp3", ".mp4", ".webm"} <= set(everything)
+
+
+def test_uploads_are_bounded_and_checked(tmp_path):
+    files = [str(tmp_path / f"{i}.png") for i in range(5)]
+    with pytest.raises(X2IError, match="5 files uploaded; this server takes at most 4"):
+        open_uploads(files, max_inputs=4)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(X2IError, match="unsupported file type .txt"):
+        open_uploads([str(tmp_path / "notes.txt")], max_inputs=4)
+
+
+def test_every_failure_is_one_line_in_the_page():
+    def bad_input():
+        raise X2IError("cannot read image x.png")
+
+    def bug():
+        raise RuntimeError("shapes do not match\nlong internal detail")
+
+    with pytest.raises(gr.Error) as failure:
+        user_message(bad_input)
+    assert failure.value.message == "cannot read image x.png"
+    with pytest.raises(gr.Error) as failure:
+        user_message(bug)
+    assert str(failure.value.message) == "the request failed (RuntimeError: shapes do not match); see the server log"
+    assert user_message(lambda: 42) == 42
+
+
+def test_the_app_builds_over_a_pipeline(pipeline):
+    app = build_app(pipeline, max_inputs=2, default_steps=3)
+    labels = {getattr(block, "label", None) for block in app.blocks.values()}
+    assert {"Inputs (at most 2)", "Results (newest first), each with the inputs that made it", "Message"} <= labels
