@@ -82,11 +82,21 @@ def random_flux(device, dtype, tiny: bool = False):
         spec["transformer"].update(num_layers=TINY["flux_layers"][0], num_single_layers=TINY["flux_layers"][1], num_attention_heads=2,
                                    attention_head_dim=16, axes_dims_rope=[4, 6, 6], joint_attention_dim=64, pooled_projection_dim=32)
         spec["vae"].update(block_out_channels=[8, 8, 8, 8], norm_num_groups=4, layers_per_block=1)
-    with torch.device(device):
-        transformer = FluxTransformer2DModel(**spec["transformer"]).to(dtype)
-        vae = AutoencoderKL(**spec["vae"]).to(dtype)
+    with torch.device(device), default_dtype(dtype):  # built in bf16: never a 48 GB fp32 copy of FLUX.1 on the GPU
+        transformer = FluxTransformer2DModel(**spec["transformer"])
+        vae = AutoencoderKL(**spec["vae"])
     return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**spec["scheduler"]), vae=vae, transformer=transformer,
                         text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+
+
+@contextlib.contextmanager
+def default_dtype(dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def random_alignnet(encoder, flux, dtype) -> AlignNet:
@@ -216,9 +226,14 @@ def release_style_loss(transformer, inputs, teacher, student, temperature: float
 
 
 def distill_step(args, device, dtype, result: dict) -> None:
+    import gc
+
     from x2i.conditioning import FluxConditioning, condition
     from x2i.loss import AttentionTaps, FluxInputs, distillation_loss
 
+    gc.collect()  # the generation measurements' models go before these are built
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     size = 1024 if not args.tiny else 64
     encoder = random_encoder("qwen2.5-vl-7b", device, dtype, tiny=args.tiny)
     flux = random_flux(device, dtype, tiny=args.tiny)
