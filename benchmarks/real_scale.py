@@ -1,6 +1,7 @@
 """Measurements at real scale with random weights of the true shapes (no download: the public
 configs of Qwen2.5-VL-3B/7B and FLUX.1-dev are in benchmarks/configs/).
 
+    python benchmarks/real_scale.py weights               # every part's weights at bf16 and nf4 (computed on the meta device)
     python benchmarks/real_scale.py cpu-encode            # this CPU: encode at the 3B shape in bf16
     python benchmarks/real_scale.py gpu                   # a CUDA GPU, one command of at most ~8 minutes
     python benchmarks/real_scale.py gpu --tiny            # the same code on tiny shapes on the CPU (checks the script)
@@ -104,6 +105,26 @@ def random_alignnet(encoder, flux, dtype) -> AlignNet:
     config.update(num_hidden_states=encoder.num_hidden_states, hidden_size=encoder.hidden_size,
                   joint_attention_dim=flux.transformer.config.joint_attention_dim, pooled_projection_dim=flux.transformer.config.pooled_projection_dim)
     return AlignNet(**config).to(flux.transformer.device, dtype)
+
+
+def weights(args) -> dict:
+    """Weight memory of each part, counted on the meta device: bf16, and nf4 as bitsandbytes stores
+    it (the Linear weights in 4 bits plus one fp32 absmax per 64 values; everything else bf16, the
+    LM head too, which transformers leaves unquantized)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    def sizes(model) -> dict:
+        linear = sum(m.weight.numel() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head"))
+        total = sum(p.numel() for p in model.parameters())  # a tied LM head counts once
+        nf4 = linear * (0.5 + 4 / 64) + (total - linear) * 2
+        return {"parameters_b": round(total / 1e9, 2), "bf16_gib": round(total * 2 / 1024**3, 1), "nf4_gib": round(nf4 / 1024**3, 1)}
+
+    with torch.device("meta"):
+        parts = {name: sizes(Qwen2_5_VLForConditionalGeneration._from_config(mllm_config(name, False))) for name in ("qwen2.5-vl-3b", "qwen2.5-vl-7b")}
+        flux = random_flux("meta", torch.bfloat16)
+        parts["flux.1-dev transformer"] = sizes(flux.transformer)
+        parts["flux.1-dev vae"] = sizes(flux.vae)
+    return parts
 
 
 def cpu_encode(args) -> dict:
@@ -282,14 +303,14 @@ def gpu(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("cpu-encode", "gpu"))
+    parser.add_argument("what", choices=("weights", "cpu-encode", "gpu"))
     parser.add_argument("--tiny", action="store_true", help="tiny shapes (checks the script in seconds)")
     parser.add_argument("--requests", type=int, default=2, help="cpu-encode: captions encoded (each both ways)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4, help="gpu: denoising steps per measured generation (peak memory does not depend on them)")
     parser.add_argument("--scratch", default=None, help="gpu: where the random checkpoints are written for the nf4 run")
     args = parser.parse_args()
-    result = cpu_encode(args) if args.what == "cpu-encode" else gpu(args)
+    result = {"weights": weights, "cpu-encode": cpu_encode, "gpu": gpu}[args.what](args)
     print(json.dumps(result, indent=2))
 
 
