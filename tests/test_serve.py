@@ -58,3 +58,23 @@ def test_the_app_builds_over_a_pipeline(pipeline):
     app = build_app(pipeline, max_inputs=2, default_steps=3)
     labels = {getattr(block, "label", None) for block in app.blocks.values()}
     assert {"Inputs (at most 2)", "Results (newest first), each with the inputs that made it", "Message"} <= labels
+
+
+def test_the_app_generates_from_a_sound_with_a_reader_that_hears(tiny_readers, tmp_path):
+    """The Generate tab's handler over the tiny Qwen2.5-Omni: a sound upload makes a picture, and
+    its caption names the upload."""
+    from conftest import write_sound
+    from x2i.pipeline import X2IPipeline
+
+    paths = tiny_readers["qwen2_5_omni"]
+    pipe = X2IPipeline.from_pretrained(paths["mllm"], paths["flux"], paths["alignnet"])
+    app = build_app(pipe, default_steps=2)
+    generate = next(f.fn for f in app.fns.values() if f.fn.__name__ == "generate")
+    tone = write_sound(tmp_path / "tone.wav")
+    gallery, results = generate("draw what you hear", [str(tone)], 0, 2, 32, 32, 3.5, 1, [])
+    assert gallery == results and len(results) == 1
+    path, caption = results[0]
+    assert caption.startswith("draw what you hear | inputs: tone.wav | seed 0, 2 steps, 32x32")
+    from PIL import Image
+
+    assert Image.open(path).size == (32, 32)
