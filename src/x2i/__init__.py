@@ -24,6 +24,7 @@ _EXPORTS = {
     "X2IError": "x2i.errors",
     "X2IPipeline": "x2i.pipeline",
     "Request": "x2i.request",
+    "Session": "x2i.session",
     "format_prompt": "x2i.request",
 }
 
