@@ -26,6 +26,7 @@ def test_uploads_are_the_inputs_the_reader_takes():
     images_only = accepted_suffixes(FakePipe((Image.Image,)))
     everything = accepted_suffixes(FakePipe((Image.Image, Audio, Video)))
     assert ".png" in images_only and ".wav" not in images_only and ".mp4" not in images_only
+    assert ".gif" not in images_only  # x2i reads a .gif as a video clip, which this reader refuses
     assert {".png", ".wav", ".mp3", ".mp4", ".webm"} <= set(everything)
 
 

@@ -10,6 +10,7 @@ the weights are not counted because they are already loaded.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -51,8 +52,6 @@ def free_bytes(device: torch.device) -> int:
         for line in meminfo.read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
-    import os
-
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 

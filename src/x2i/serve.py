@@ -9,6 +9,7 @@ line, and the server keeps running.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 import traceback
@@ -28,7 +29,7 @@ GALLERY_SIZE = 24  # results kept per browser session, newest first
 
 def accepted_suffixes(pipe) -> list[str]:
     """The upload types the reader takes."""
-    suffixes = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"]
+    suffixes = [".png", ".jpg", ".jpeg", ".webp", ".bmp"]  # a .gif is a video clip to x2i (media.open_input)
     if Audio in pipe.encoder.takes:
         suffixes += list(AUDIO_SUFFIXES)
     if Video in pipe.encoder.takes:
@@ -60,6 +61,7 @@ def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens:
     size = pipe.default_size
     # Each picture is written once; the gallery then refers to the file, not to a picture to encode again.
     outputs = Path(tempfile.mkdtemp(prefix="x2i-serve-"))
+    numbers = itertools.count()
 
     def generate(prompt, files, seed, steps, height, width, guidance, num_images, results):
         def run():
@@ -71,7 +73,7 @@ def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens:
             caption = f"{prompt.strip() or '(no text)'} | inputs: {inputs} | seed {int(seed)}, {int(steps)} steps, {int(width)}x{int(height)}"
             made = []
             for i, image in enumerate(images):
-                path = outputs / f"{len(list(outputs.iterdir()))}.png"
+                path = outputs / f"{next(numbers)}.png"
                 image.save(path)
                 made.append((str(path), f"{caption} #{i}" if len(images) > 1 else caption))
             return (made + (results or []))[:GALLERY_SIZE]
