@@ -72,10 +72,13 @@ def test_the_app_generates_from_a_sound_with_a_reader_that_hears(tiny_readers, t
     app = build_app(pipe, default_steps=2)
     generate = next(f.fn for f in app.fns.values() if f.fn.__name__ == "generate")
     tone = write_sound(tmp_path / "tone.wav")
-    gallery, results = generate("draw what you hear", [str(tone)], 0, 2, 32, 32, 3.5, 1, [])
+    gallery, results = generate("draw what you hear", [str(tone)], 0, 2, 32, 32, 3.5, 1, "auto", [])
     assert gallery == results and len(results) == 1
     path, caption = results[0]
-    assert caption.startswith("draw what you hear | inputs: tone.wav | seed 0, 2 steps, 32x32")
+    # auto: an AlignNet that names no roads (as the tiny one, and the official ones) reads the prompt
+    assert caption.startswith("draw what you hear | inputs: tone.wav | read: prompt | seed 0, 2 steps, 32x32")
+    _, results = generate("draw what you hear", [str(tone)], 0, 2, 32, 32, 3.5, 1, "answer", results)
+    assert len(results) == 2 and " | read: the answer: " in results[0][1]
     from PIL import Image
 
     assert Image.open(path).size == (32, 32)

@@ -100,5 +100,7 @@ def test_describe_and_combine():
     a = {"objects": [{"shape": "circle", "color": "orange", "size": "large", "position": "left"}]}
     b = {"objects": [{"shape": "square", "color": "blue", "size": "small", "position": "right"}]}
     assert describe(combine([a, b])) == "a large orange circle on the left and a small blue square on the right"
+    # an image shows no order of objects, so the canonical wording takes them by place
+    assert describe(combine([b, a])) == describe(combine([a, b]))
     with pytest.raises(ValueError):
         combine([a, a])

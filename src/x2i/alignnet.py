@@ -28,6 +28,7 @@ from torch import nn
 
 from x2i.errors import X2IError
 from x2i.hub import resolve, unreachable
+from x2i.request import REQUEST_KINDS
 
 # The authors' released checkpoints (reference notes, section 2), and the MLLM family each reads.
 PRESETS: dict[str, dict] = {
@@ -37,6 +38,8 @@ PRESETS: dict[str, dict] = {
     "internvl2.5-4b": dict(num_hidden_states=37, hidden_size=2048, pad_to=512),
     "minicpm-o-2.6": dict(num_hidden_states=29, hidden_size=3584, pad_to=512),
 }
+# What AlignNet can read of a request (X2IPipeline's condition_on): its states, the MLLM's answer, or both.
+ROADS = ("prompt", "answer", "prompt+answer")
 PRESET_FAMILIES = {"qwen2.5-vl-3b": "qwen2_5_vl", "qwen2.5-vl-7b": "qwen2_5_vl", "internvl2.5-1b": "internvl",
                    "internvl2.5-4b": "internvl", "minicpm-o-2.6": "minicpmo"}
 
@@ -69,6 +72,10 @@ class AlignNet(ModelMixin, ConfigMixin):
     refiner_layers     x2i's option, off in the release: bidirectional transformer layers over the
                        fused tokens (before the MLP), so that a word's state can take in what comes
                        after it, which a causal MLLM cannot
+    roads              what X2IPipeline's condition_on="auto" reads for each kind of request
+                       ({"english": ..., "other_language": ..., "media": ...}, each "prompt",
+                       "answer" or "prompt+answer"), chosen by measuring this AlignNet with its MLLM;
+                       None (the official checkpoints): the prompt road, as the paper measured
     """
 
     config_name = "config.json"
@@ -85,8 +92,11 @@ class AlignNet(ModelMixin, ConfigMixin):
         pad_to: int | None = None,
         refiner_layers: int = 0,
         refiner_heads: int = 4,
+        roads: dict | None = None,
     ):
         super().__init__()
+        if roads and not (set(roads) <= set(REQUEST_KINDS) and set(roads.values()) <= set(ROADS)):
+            raise X2IError(f"AlignNet roads must map {', '.join(REQUEST_KINDS)} to prompt, answer or prompt+answer, not {roads!r}")
         if fusion not in ("conv", "scale"):
             raise X2IError(f"AlignNet fusion must be 'conv' or 'scale', not {fusion!r}")
         if pooling not in ("mean", "masked_mean"):

@@ -53,7 +53,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_generation_options(gen)
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument("--pad-to", type=int, default=None, metavar="N", help="left-pad the prompt to N tokens (0: no padding); default: as the AlignNet was trained (512 for the official checkpoints)")
-    add_answer_first_option(gen)
+    add_condition_on_option(gen)
     add_edit_options(gen)
     gen.set_defaults(run=run_generate)
 
@@ -74,7 +74,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--models", choices=("both", "teacher", "student"), default="both", help="which models to score")
     ev.add_argument("--seed", type=int, default=0, help="case i uses seed + i for its wording, render and noise")
     ev.add_argument("--steps", type=int, default=20, help="denoising steps")
-    add_answer_first_option(ev)
+    add_condition_on_option(ev)
     add_edit_options(ev)
     ev.add_argument("--device", default="auto", help="cpu, cuda, ... (auto: cuda when available); the noise is the same on every device")
     ev.set_defaults(run=run_eval)
@@ -133,6 +133,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     srv.add_argument("--max-upload-mb", type=float, default=50, metavar="MB", help="largest upload accepted")
     srv.add_argument("--compile", action="store_true", help="torch.compile FLUX's transformer at start (a minute or more; each new "
                      "size compiles again): faster requests for a long-running server")
+    add_condition_on_option(srv)
     add_device_options(srv)
     srv.set_defaults(run=run_serve)
 
@@ -153,6 +154,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     chat.add_argument("--answer-tokens", type=int, default=64, metavar="N", help="the MLLM answers each turn in at most N tokens, "
                       "and later turns read the answers (0: no answers)")
     chat.add_argument("--no-history", action="store_true", help="each turn reads only its own inputs and the last picture")
+    add_condition_on_option(chat)
     chat.set_defaults(run=run_chat)
 
     tiny = commands.add_parser(
@@ -236,10 +238,13 @@ def add_edit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="strength of the LoRA")
 
 
-def add_answer_first_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--answer-first", nargs="?", const="prompt+answer", default=None, choices=("prompt+answer", "answer"), metavar="MODE",
-                        help="the MLLM first writes its answer (greedy); AlignNet reads the prompt's and the answer's states "
-                        "(prompt+answer, the default of this flag) or the answer's alone (answer, as the release)")
+def add_condition_on_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--condition-on", default="auto", choices=("auto", "prompt", "answer", "prompt+answer"),
+                        help="what AlignNet reads: the request's states (prompt, the paper's); the MLLM's answer, written first "
+                        "(greedy, at most 128 tokens) and read as an English prompt (answer, the release's reasoning mode); both "
+                        "(prompt+answer); auto: per kind of request, the road this AlignNet was measured best on (its config's "
+                        "roads; the shipped mini AlignNet: English text by its prompt, other languages and media by the answer), "
+                        "the prompt road for AlignNets that do not say (the official ones)")
 
 
 def resolve_device_dtype(device: str, dtype: str):
@@ -298,7 +303,7 @@ def run_generate(args) -> None:
                          lightcontrol=args.lightcontrol, lora=args.lora, lora_scale=args.lora_scale)
     pipe.encoder.video_fps, pipe.encoder.max_video_frames = args.video_fps, args.max_frames
     images = pipe(request, height=args.height, width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                  num_images_per_prompt=args.num_images, seed=args.seed, answer_first=args.answer_first, lightcontrol_scale=args.lightcontrol_scale)
+                  num_images_per_prompt=args.num_images, seed=args.seed, condition_on=args.condition_on, lightcontrol_scale=args.lightcontrol_scale)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if len(images) == 1:
@@ -325,7 +330,7 @@ def run_serve(args) -> None:
     except ImportError as e:
         raise X2IError("x2i serve needs Gradio: pip install 'x2i[serve]'") from e
 
-    app = build_app(pipe, max_inputs=args.max_inputs, default_steps=args.steps)
+    app = build_app(pipe, max_inputs=args.max_inputs, default_steps=args.steps, condition_on=args.condition_on)
     app.queue(default_concurrency_limit=1, max_size=64).launch(
         server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 1024 * 1024), show_error=True,
     )
@@ -355,7 +360,7 @@ def run_chat(args) -> None:
         raise X2IError("--steps must be at least 1 and --answer-tokens at least 0")
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     pipe = load_pipeline(args, device, dtype, height=args.height, width=args.width)
-    session = Session(pipe, answer_tokens=args.answer_tokens, keep_history=not args.no_history, seed=args.seed,
+    session = Session(pipe, answer_tokens=args.answer_tokens, keep_history=not args.no_history, condition_on=args.condition_on, seed=args.seed,
                       num_inference_steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width)
     args.out.mkdir(parents=True, exist_ok=True)
     chat_loop(session, args.out, interactive=sys.stdin.isatty())
@@ -424,7 +429,7 @@ def run_eval(args) -> None:
             student.load_lightcontrol(args.lightcontrol)
         if args.lora:
             student.load_lora(args.lora, args.lora_scale)
-        student_results = run_student(student, cases, seed=args.seed, steps=args.steps, answer_first=args.answer_first,
+        student_results = run_student(student, cases, seed=args.seed, steps=args.steps, condition_on=args.condition_on,
                                       lightcontrol_scale=args.lightcontrol_scale)
         report["student"] = summarize(student_results)
         results += student_results

@@ -72,6 +72,7 @@ def check_finite(loss: torch.Tensor) -> None:
 class DistillLoss:
     loss: torch.Tensor  # fp32 scalar, with the student's graph
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TERM_KINDS, 0))  # terms per kind
+    sums: dict[str, torch.Tensor | float] = field(default_factory=lambda: dict.fromkeys(TERM_KINDS, 0.0))  # their summed values, detached
 
 
 @dataclass
@@ -173,6 +174,7 @@ class AttentionTaps:
                 if self.mode == "student":
                     self.result.loss = term if self.result.loss is None else self.result.loss + term
                     self.result.counts[name] += 1
+                    self.result.sums[name] = self.result.sums[name] + term.detach()  # no device sync per term
 
         return hook
 

@@ -13,6 +13,7 @@ every FLUX call of the loop as `controlnet_block_samples`, and LoRA adapters on 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +21,7 @@ import torch
 from diffusers import FluxPipeline
 from PIL import Image
 
-from x2i.alignnet import AlignNet
+from x2i.alignnet import ROADS, AlignNet
 from x2i.conditioning import FluxConditioning, condition
 from x2i.encoders import MLLMEncoder
 from x2i.errors import X2IError
@@ -28,16 +29,31 @@ from x2i.lightcontrol import LightControl
 from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, load_flux, load_lightcontrol, quantization_configs
 from x2i.lora import load_lora
 from x2i.memory import check_work, image_tokens
-from x2i.request import Request
+from x2i.request import Request, request_kind
 
 
-ANSWER_FIRST = ("prompt+answer", "answer")
+CONDITION_ON = ("auto", *ROADS)
+
+
+@dataclass
+class Reading:
+    """How AlignNet reads one request: `road`, and the MLLM's `answer` where the road made one."""
+
+    road: str
+    answer: str | None = None
 
 
 class X2IPipeline:
-    """`answer_first` (the release's "reasoning" mode): the MLLM first writes its answer (greedy, at
-    most `max_answer_tokens`), and AlignNet reads the hidden states of the prompt followed by the
-    answer ("prompt+answer"), or of the answer alone ("answer", the release's choice).
+    """Which states AlignNet reads, `condition_on` (here as the default, or per call):
+
+    - "prompt" (the paper's): the request's own states, one forward pass of the MLLM;
+    - "answer" (the release's "reasoning"): the MLLM first writes what to draw (greedy, at most
+      `max_answer_tokens`), and that answer is read on its own as a text prompt, in the prompt
+      format AlignNet was distilled on;
+    - "prompt+answer": the request's states followed by the answer's, in one pass;
+    - "auto": per kind of request (English text, text in another language, media or earlier turns),
+      the road this AlignNet's own measurements chose (its config's `roads`); an AlignNet without
+      them (the authors' official ones) takes the prompt road for everything.
 
     Work is bounded before it starts: a prompt longer than `max_prompt_tokens` (default: the length
     AlignNet was trained on, 512 for the official checkpoints) is refused, and so is a size beyond
@@ -45,8 +61,10 @@ class X2IPipeline:
     will not fit (x2i.memory)."""
 
     def __init__(self, encoder: MLLMEncoder, alignnet: AlignNet, flux: FluxPipeline, pad_to: int | None = None,
-                 max_answer_tokens: int = 128, max_prompt_tokens: int | None = None, max_image_tokens: int | None = None):
+                 max_answer_tokens: int = 128, max_prompt_tokens: int | None = None, max_image_tokens: int | None = None,
+                 condition_on: str = "auto"):
         self.encoder = encoder
+        self.condition_on = check_road(condition_on)
         self.alignnet = alignnet.eval().requires_grad_(False)
         self.flux = flux
         # Pad prompts as AlignNet saw them in training, unless the caller says otherwise (0: no padding).
@@ -76,6 +94,7 @@ class X2IPipeline:
         max_prompt_tokens: int | None = None,
         max_image_tokens: int | None = None,
         quantize: str | None = None,
+        condition_on: str = "auto",
     ) -> X2IPipeline:
         """Load the three parts (and a LightControl branch and a LoRA, when given). Everything small
         loads and is checked against FLUX (sizes, branch, LoRA) before the MLLM, the largest part.
@@ -95,7 +114,8 @@ class X2IPipeline:
         if lora is not None:
             load_lora(flux_pipe, lora, lora_scale)
         encoder = load_encoder(mllm, device=device, dtype=dtype, quantization=mllm_config)
-        pipe = cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to, max_prompt_tokens=max_prompt_tokens, max_image_tokens=max_image_tokens)
+        pipe = cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to, max_prompt_tokens=max_prompt_tokens, max_image_tokens=max_image_tokens,
+                   condition_on=condition_on)
         pipe.lightcontrol = branch
         return pipe
 
@@ -181,19 +201,32 @@ class X2IPipeline:
         with self._running(self.encoder.model):
             return self.encoder.answer(requests, max_new_tokens)
 
+    def road(self, request: Request, condition_on: str | None = None) -> str:
+        """The road a request takes: `condition_on` (default: the pipeline's), "auto" resolved by its kind."""
+        condition_on = check_road(condition_on or self.condition_on)
+        if condition_on != "auto":
+            return condition_on
+        return (self.alignnet.config.roads or {}).get(request_kind(request), "prompt")
+
+    def plan(self, requests: Sequence[Request], condition_on: str | None = None) -> list[Reading]:
+        """Each request's road, and the MLLM's answers where a road reads one (one batched generate).
+        An empty answer leaves nothing to read: that request takes the prompt road."""
+        readings = [Reading(self.road(r, condition_on)) for r in requests]
+        asked = [i for i, reading in enumerate(readings) if reading.road != "prompt"]
+        if asked:
+            for i, answer in zip(asked, self.answer([requests[i] for i in asked], self.max_answer_tokens)):
+                readings[i] = Reading(readings[i].road if answer else "prompt", answer)
+        return readings
+
     @torch.no_grad()
-    def encode(self, requests: Sequence[Request], answer_first: str | None = None) -> FluxConditioning:
-        """MLLM -> AlignNet: the conditioning FLUX reads in place of T5/CLIP."""
-        if answer_first is not None and answer_first not in ANSWER_FIRST:
-            raise X2IError(f"answer-first mode must be one of {', '.join(ANSWER_FIRST)}, not {answer_first!r}")
+    def encode(self, requests: Sequence[Request], condition_on: str | None = None, readings: Sequence[Reading] | None = None) -> FluxConditioning:
+        """MLLM -> AlignNet: the conditioning FLUX reads in place of T5/CLIP; `readings` from `plan`
+        (planned here when left out)."""
+        readings = readings or self.plan(requests, condition_on)
+        read = [Request(x.answer) if x.road == "answer" else r for r, x in zip(requests, readings)]
+        answers = [x.answer if x.road == "prompt+answer" else None for x in readings]
         with self._running(self.encoder.model):
-            if answer_first is None:
-                states = self.encoder.encode(requests, pad_to=self.pad_to)
-            else:
-                answers = self.encoder.answer(requests, self.max_answer_tokens)
-                states = self.encoder.encode(requests, pad_to=self.pad_to, answers=answers)
-                if answer_first == "answer":
-                    states = states.keep_last([self.encoder.answer_length(a) for a in answers])
+            states = self.encoder.encode(read, pad_to=self.pad_to, answers=answers if any(answers) else None)
         with self._running(self.alignnet):
             return condition(self.alignnet, states)
 
@@ -209,11 +242,14 @@ class X2IPipeline:
         seed: int | Sequence[int] | None = 0,
         show_progress: bool = True,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        answer_first: str | None = None,
+        condition_on: str | None = None,
         lightcontrol_scale: float = 1.0,
+        readings: Sequence[Reading] | None = None,
     ) -> list[Image.Image]:
         """`seed` makes the noise on the pipeline's device (one seed per image for a list); a
         `generator` (or one per image) replaces it, e.g. CPU generators for the same noise on any device.
+        `condition_on`: the road (default: the pipeline's); `readings`: roads and answers already
+        planned with `plan` (to show or keep the MLLM's answers).
         With a LightControl loaded, every request needs an image (its first is the source);
         `lightcontrol_scale` 0 turns the branch off."""
         requests = [request] if isinstance(request, Request) else list(request)
@@ -234,7 +270,7 @@ class X2IPipeline:
         check_work(self.flux, height, width, len(requests) * num_images_per_prompt, self.pad_to or self.max_prompt_tokens,
                    self.execution_device, self.max_image_tokens)
 
-        conditioning = self.encode(requests, answer_first)
+        conditioning = self.encode(requests, condition_on, readings)
 
         if generator is None:
             generator = self._generators(seed, len(requests) * num_images_per_prompt)
@@ -254,3 +290,10 @@ class X2IPipeline:
                 generator=generator,
                 output_type="pil",
             ).images
+
+
+def check_road(condition_on: str) -> str:
+    if condition_on not in CONDITION_ON:
+        raise X2IError(f"condition_on must be one of {', '.join(CONDITION_ON)}, not {condition_on!r}")
+    return condition_on
+

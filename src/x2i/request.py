@@ -10,6 +10,7 @@ from x2i.errors import X2IError
 from x2i.media import Audio, Video
 
 Media = Image.Image | Audio | Video
+REQUEST_KINDS = ("english", "other_language", "media")  # what X2IPipeline's condition_on="auto" tells apart
 
 
 @dataclass
@@ -71,3 +72,12 @@ def format_prompt(request: Request) -> str:
     else:
         fields = {"Text input": request.text, "Instruction editing description": "no", "image input": "no"}
     return str(fields)
+
+
+def request_kind(request: Request) -> str:
+    """"media" (images, sound, video, or earlier turns), else "english" or "other_language" text."""
+    if request.all_media() or request.history:
+        return "media"
+    import py3langid  # a language identifier whose model ships inside the package
+
+    return "english" if py3langid.classify(request.text)[0] == "en" else "other_language"

@@ -57,20 +57,27 @@ def user_message(action):
                        print_exception=False) from e
 
 
-def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens: int = 64) -> gr.Blocks:
+ROAD_CHOICES = [("auto (per kind of request)", "auto"), ("prompt (the paper's)", "prompt"),
+                ("answer (the MLLM writes what to draw)", "answer"), ("prompt + answer", "prompt+answer")]
+
+
+def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens: int = 64, condition_on: str = "auto") -> gr.Blocks:
     size = pipe.default_size
     # Each picture is written once; the gallery then refers to the file, not to a picture to encode again.
     outputs = Path(tempfile.mkdtemp(prefix="x2i-serve-"))
     numbers = itertools.count()
 
-    def generate(prompt, files, seed, steps, height, width, guidance, num_images, results):
+    def generate(prompt, files, seed, steps, height, width, guidance, num_images, road, results):
         def run():
             media = open_uploads(files, max_inputs)
             request = Request(prompt, media)
+            reading = pipe.plan([request], road)[0]
             images = pipe(request, height=int(height), width=int(width), num_inference_steps=int(steps), guidance_scale=float(guidance),
-                          num_images_per_prompt=int(num_images), seed=int(seed), show_progress=False)
+                          num_images_per_prompt=int(num_images), seed=int(seed), show_progress=False, readings=[reading])
             inputs = ", ".join(Path(f).name for f in files or []) or "none"
-            caption = f"{prompt.strip() or '(no text)'} | inputs: {inputs} | seed {int(seed)}, {int(steps)} steps, {int(width)}x{int(height)}"
+            read = f"the answer: {reading.answer}" if reading.road == "answer" else reading.road
+            caption = (f"{prompt.strip() or '(no text)'} | inputs: {inputs} | read: {read} | "
+                       f"seed {int(seed)}, {int(steps)} steps, {int(width)}x{int(height)}")
             made = []
             for i, image in enumerate(images):
                 path = outputs / f"{next(numbers)}.png"
@@ -81,10 +88,11 @@ def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens:
         results = user_message(run)
         return results, results
 
-    def chat(text, files, session, messages):
+    def chat(text, files, road, session, messages):
         def run():
             nonlocal session
             session = session or Session(pipe, answer_tokens=answer_tokens, num_inference_steps=default_steps, show_progress=False)
+            session.condition_on = road
             media = open_uploads(files, max_inputs)
             images = session.send(text, media)
             answer = session.history[-1].answer
@@ -121,11 +129,12 @@ def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens:
                         height = gr.Number(value=size, precision=0, label="Height")
                         width = gr.Number(value=size, precision=0, label="Width")
                         num_images = gr.Slider(1, 8, value=1, step=1, label="Images")
+                    road = gr.Dropdown(ROAD_CHOICES, value=condition_on, label="AlignNet reads", elem_id="road")
                     button = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column():
                     gallery = gr.Gallery(label="Results (newest first), each with the inputs that made it", columns=2, elem_id="gallery")
             results = gr.State([])
-            button.click(generate, [prompt, files, seed, steps, height, width, guidance, num_images, results], [gallery, results])
+            button.click(generate, [prompt, files, seed, steps, height, width, guidance, num_images, road, results], [gallery, results])
         with gr.Tab("Conversation"):
             chatbot = gr.Chatbot(label="Each turn edits the last picture and reads the earlier turns", elem_id="chat", height=480)
             with gr.Row():
@@ -134,8 +143,9 @@ def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens:
             with gr.Row():
                 send = gr.Button("Send", variant="primary", elem_id="send")
                 clear = gr.Button("New conversation", elem_id="reset")
+                chat_road = gr.Dropdown(ROAD_CHOICES, value=condition_on, label="AlignNet reads", elem_id="chat-road")
             session = gr.State(None)
-            send.click(chat, [message, attach, session, chatbot], [session, chatbot, message, attach])
-            message.submit(chat, [message, attach, session, chatbot], [session, chatbot, message, attach])
+            send.click(chat, [message, attach, chat_road, session, chatbot], [session, chatbot, message, attach])
+            message.submit(chat, [message, attach, chat_road, session, chatbot], [session, chatbot, message, attach])
             clear.click(reset, [session], [session, chatbot])
     return app

@@ -27,14 +27,17 @@ class Session:
     """A conversation with an `X2IPipeline`.
 
     `answer_tokens`: the MLLM answers each turn (greedy, at most this many tokens; the release kept
-    64) and later turns read the answer; 0 keeps no answers. `keep_history=False` makes every turn
-    read only its own inputs and the last picture. Other keyword arguments (seed, height, width,
+    64) and later turns read the answer; 0 keeps no answers. A turn whose road already made an
+    answer (`condition_on` "answer" or "prompt+answer", or "auto" choosing one) keeps that answer
+    instead of writing another. `keep_history=False` makes every turn read only its own inputs and
+    the last picture. `condition_on` and other keyword arguments (seed, height, width,
     num_inference_steps, ...) go to every pipeline call.
     """
 
-    def __init__(self, pipe, answer_tokens: int = 64, keep_history: bool = True, **generation):
+    def __init__(self, pipe, answer_tokens: int = 64, keep_history: bool = True, condition_on: str | None = None, **generation):
         self.pipe = pipe
         self.answer_tokens = answer_tokens
+        self.condition_on = condition_on
         self.keep_history = keep_history
         self.generation = generation
         self.history: list[Turn] = []
@@ -57,7 +60,10 @@ class Session:
         """One turn: the pictures it makes. `images` may also hold sound and video clips for readers
         that take them; keyword arguments override the session's for this turn."""
         request = self.request(text, images)
-        made = self.pipe(request, **{**self.generation, **generation})
-        answer = self.pipe.answer([request], self.answer_tokens)[0] if self.answer_tokens else ""
-        self.history.append(Turn(Request(request.text, request.media), answer, made))
+        reading = self.pipe.plan([request], self.condition_on)[0]
+        made = self.pipe(request, readings=[reading], **{**self.generation, **generation})
+        answer = reading.answer
+        if answer is None:  # the prompt road wrote no answer
+            answer = self.pipe.answer([request], self.answer_tokens)[0] if self.answer_tokens else ""
+        self.history.append(Turn(Request(request.text, request.media), answer if self.answer_tokens else "", made))
         return made

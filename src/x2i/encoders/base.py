@@ -181,11 +181,6 @@ class MLLMEncoder(ABC):
         texts = self.processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         return [t.strip() for t in texts]
 
-    def answer_length(self, answer: str) -> int:
-        """How many tokens an answer and the prompt format's closing tokens after it take."""
-        chat = self.prompt_text(Request("x"), answer)
-        return len(self.processor.tokenizer(chat[chat.rindex(answer) :], add_special_tokens=False).input_ids)
-
     def caption_token_ends(self, caption: str, answer: str | None = None) -> tuple[int, torch.Tensor] | None:
         """For a text-only request: the character where its caption starts in the prompt text, and the
         end character of each of the prompt's tokens; None when quoting moves the caption's characters

@@ -67,6 +67,21 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
     readout.add_argument("--json", action="store_true", help="print the report as JSON")
     readout.set_defaults(run=run_readout)
 
+    transfer = steps.add_parser(
+        "transfer", formatter_class=DEFAULTS,
+        help="per task and language: the attention-distillation distance between the teacher (the target's English caption) "
+        "and the student (the request), beside the judged score of the student's pictures; a diagnostic, never a training signal",
+    )
+    transfer.add_argument("--n", type=int, default=40, help="fresh cases per task and language")
+    transfer.add_argument("--seed", type=int, default=3, help="seed of the cases, their wording, renders and noise")
+    transfer.add_argument("--steps", type=int, default=20, help="denoising steps of the judged pictures")
+    transfer.add_argument("--mllm", default=None, help="default: the shipped mini MLLM")
+    transfer.add_argument("--alignnet", default=None, help="default: the shipped mini AlignNet")
+    transfer.add_argument("--condition-on", default=None, choices=("auto", "prompt", "answer", "prompt+answer"),
+                          help="the road the student reads (default: the pipeline's, auto)")
+    transfer.add_argument("--json", action="store_true", help="print the report as JSON")
+    transfer.set_defaults(run=run_transfer)
+
     mllm = steps.add_parser("train-mllm", help="rebuild the mini Qwen2.5-VL", formatter_class=DEFAULTS)
     mllm.add_argument("--out", type=Path, required=True)
     if with_recipes:
@@ -172,3 +187,24 @@ def run_readout(args) -> None:
     print(f"{'line':<8}" + "".join(f"{'layer ' + str(i):>14}" for i in range(layers)))
     for line, scores in report.items():
         print(f"{line:<8}" + "".join(f"{c:>8.2f} / {s:.2f}" for c, s in zip(scores["color"], scores["shape"])))
+
+
+def run_transfer(args) -> None:
+    from x2i.loaders import load_alignnet, load_encoder, load_flux
+    from x2i.mini import weights_dir
+    from x2i.mini.eval import make_cases
+    from x2i.mini.transfer import KINDS, transfer
+    from x2i.pipeline import X2IPipeline
+
+    if args.n < 1 or args.steps < 1:
+        raise X2IError("--n and --steps must be at least 1")
+    teacher = load_flux(weights_dir("teacher"), text_encoders=True)
+    pipe = X2IPipeline(load_encoder(args.mllm or weights_dir("mllm")), load_alignnet(args.alignnet or weights_dir("alignnet")), teacher)
+    report = transfer(pipe, teacher, make_cases(args.n, seed=args.seed), args.seed, args.steps, args.condition_on)
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{'line':<22}" + "".join(f"{k:>14}" for k in KINDS) + f"{'score':>8}{'n':>6}")
+    for line, row in report["lines"].items():
+        print(f"{line:<22}" + "".join(f"{row[k]:>14.4f}" for k in KINDS) + f"{row['score']:>8.3f}{row['n']:>6}")
+    print(f"rank correlation of distance and score over the lines: {report['spearman']:+.3f} (negative: closer, better)")

@@ -116,7 +116,8 @@ def case_inputs(case: dict, rng: random.Random) -> CaseInputs:
 
 
 def summarize(results: list[dict]) -> dict:
-    """overall / by_task / by_lang / by_objects fractions of correct images."""
+    """overall / by_task / by_lang / by_objects fractions of correct images; for the student also
+    by_road, and roads: how many cases took each road."""
     if not results:
         return {}
     groups = defaultdict(list)
@@ -126,6 +127,8 @@ def summarize(results: list[dict]) -> dict:
         groups["task:" + case["task"]].append(r["correct"])
         groups["lang:" + case["lang"]].append(r["correct"])
         groups["objects:" + str(len(case["expect"]["objects"]))].append(r["correct"])
+        if "road" in r:
+            groups["road:" + r["road"]].append(r["correct"])
 
     def mean(xs):
         return round(sum(xs) / len(xs), 4)
@@ -133,13 +136,17 @@ def summarize(results: list[dict]) -> dict:
     def part(prefix):
         return {k[len(prefix):]: mean(v) for k, v in sorted(groups.items()) if k.startswith(prefix)}
 
-    return {
+    summary = {
         "overall": mean(groups["overall"]),
         "by_task": part("task:"),
         "by_lang": part("lang:"),
         "by_objects": part("objects:"),
         "n": len(results),
     }
+    if any(k.startswith("road:") for k in groups):  # the student: which road its cases took, and how each scored
+        summary["by_road"] = part("road:")
+        summary["roads"] = {k[len("road:"):]: len(v) for k, v in sorted(groups.items()) if k.startswith("road:")}
+    return summary
 
 
 @torch.no_grad()
@@ -164,26 +171,30 @@ def run_teacher(teacher, cases: list[dict], seed: int, steps: int, batch: int = 
 
 
 @torch.no_grad()
-def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True, answer_first: str | None = None,
+def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True, condition_on: str | None = None,
                 lightcontrol_scale: float = 1.0):
     """Images from X2I (MLLM -> AlignNet -> FLUX) for every case, with the teacher's wording and noise
-    (the same CPU generators as `run_teacher`, on every device); `answer_first` and
-    `lightcontrol_scale` as in X2IPipeline. A LightControl branch, when the pipeline has one, serves
-    the cases with an input image; text-only cases run without it."""
+    (the same CPU generators as `run_teacher`, on every device); `condition_on` (default: the
+    pipeline's) and `lightcontrol_scale` as in X2IPipeline. A LightControl branch, when the pipeline
+    has one, serves every case with an input image: text-only cases and image cases never share a
+    batch. Each result says which road its case took and the MLLM's answer, if one was written."""
     from x2i.request import Request
 
+    text_only = [(i, c) for i, c in enumerate(cases) if not c.get("images")]
+    with_images = [(i, c) for i, c in enumerate(cases) if c.get("images")]
+    batches = [group[start : start + batch] for group in (text_only, with_images) for start in range(0, len(group), batch)]
     results = []
-    indexed = sorted(enumerate(cases), key=lambda ic: bool(ic[1].get("images")))  # stable; no batch mixes text-only and image cases
-    for start in tqdm(range(0, len(cases), batch), desc="student", disable=not progress):
-        part = indexed[start : start + batch]
+    for part in tqdm(batches, desc="student", disable=not progress):
         inputs = [case_inputs(c, random.Random(seed + i)) for i, c in part]
+        requests = [Request(text, imgs) for text, imgs in inputs]
+        readings = pipeline.plan(requests, condition_on)
         images = pipeline(
-            [Request(text, imgs) for text, imgs in inputs], height=64, width=64, num_inference_steps=steps,
-            generator=[torch.Generator().manual_seed(seed + i) for i, _ in part], show_progress=False, answer_first=answer_first,
-            lightcontrol_scale=lightcontrol_scale if all(imgs for _, imgs in inputs) else 0.0,
+            requests, height=64, width=64, num_inference_steps=steps, readings=readings,
+            generator=[torch.Generator().manual_seed(seed + i) for i, _ in part], show_progress=False,
+            lightcontrol_scale=lightcontrol_scale if inputs[0].images else 0.0,
         )
-        for (i, case), (text, _), image in zip(part, inputs, images):
-            results.append(_judged(i, case, text, image, "student"))
+        for (i, case), (text, _), image, reading in zip(part, inputs, images, readings):
+            results.append({**_judged(i, case, text, image, "student"), "road": reading.road, "answer": reading.answer})
     return results
 
 
@@ -203,4 +214,5 @@ def save_results(results: list[dict], directory: str | Path) -> None:
             r["image"].save(directory / name)
             row = {"case": r["case"], "text": r["text"], "image": name, "model": r["model"],
                    "reading": r["reading"], "correct": r["correct"]}
+            row.update({k: r[k] for k in ("road", "answer") if k in r})
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

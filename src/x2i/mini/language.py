@@ -6,13 +6,15 @@ fr, de and es, and the one canonical English wording of a scene.
     instruction(scene, op, lang, rng) an edit op worded in that language
     edit(scene, op, lang, rng)       the instruction and the edited scene
     describe(scene)                  the canonical English wording (what the mini MLLM answers)
+    words(text)                      the text cut into words (Chinese by its lexicon, as a segmenter would)
 """
 
 from __future__ import annotations
 
 import random
+import re
 
-from x2i.mini.world import COLORS, EDIT_OPS, LANGUAGES, apply_edit
+from x2i.mini.world import COLORS, EDIT_OPS, LANGUAGES, POSITIONS, apply_edit
 
 
 WORDS = {
@@ -265,10 +267,37 @@ def edit(scene: dict, op: dict, lang: str, rng: random.Random) -> tuple[str, dic
 
 
 def describe(scene: dict) -> str:
-    """The one canonical English wording of a scene (first synonym, fixed order): what the mini
+    """The one canonical English wording of a scene (first synonym, objects by place): what the mini
     MLLM answers, so an answer can be compared word for word."""
     parts = []
-    for obj in scene["objects"]:
+    # Objects in the world's order of places: an image shows no order, so the answer must not need one.
+    for obj in sorted(scene["objects"], key=lambda o: POSITIONS.index(o["position"])):
         words = [WORDS["en"]["size"][obj["size"]][0], obj["color"], obj["shape"]]
         parts.append(f"{'an' if words[0][0] in 'aeiou' else 'a'} {' '.join(words)} {WORDS['en']['position'][obj['position']][0]}")
     return " and ".join(parts)
+
+
+# ---- words --------------------------------------------------------------------------------------
+
+# Every Chinese word the world's sentences are made of, as a dictionary segmenter (jieba) cuts them.
+ZH_LEXICON = frozenset(
+    [*WORDS["zh"]["shape"].values(), *WORDS["zh"]["color"].values(), "图形", "大", "小"]
+    + [p for places in WORDS["zh"]["position"].values() for p in places]
+    + "一个 的 有 在 图中 画面 里 把 将 变成 改为 换成 添加 加上 删除 去掉 变大 变小 放大 缩小 移到 移动 到".split()
+)
+CJK = re.compile(r"[\u4e00-\u9fff]+")
+
+
+def words(text: str) -> list[str]:
+    """`text` cut into words: Chinese runs by longest match against the world's lexicon (a character
+    it does not know is a word of its own), everything else at spaces and punctuation."""
+    out, at = [], 0
+    for run in CJK.finditer(text):
+        out += re.findall(r"\w+|[^\w\s]", text[at : run.start()])
+        i, chinese = 0, run.group()
+        while i < len(chinese):
+            n = next(n for n in range(min(4, len(chinese) - i), 0, -1) if n == 1 or chinese[i : i + n] in ZH_LEXICON)
+            out.append(chinese[i : i + n])
+            i += n
+        at = run.end()
+    return out + re.findall(r"\w+|[^\w\s]", text[at:])

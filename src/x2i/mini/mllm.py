@@ -34,7 +34,7 @@ from transformers import Qwen2VLImageProcessorPil
 
 from x2i.mini.training import train_loop
 from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
-from x2i.mini.language import WORDS, caption, caption_with_spans, describe, edit
+from x2i.mini.language import CJK, WORDS, caption, caption_with_spans, describe, edit, words
 from x2i.mini.readout import Example, english_word_ids, hub_loss, object_tokens
 from x2i.mini.world import COLORS, IMAGE_SIZE, LANGUAGES, POSITIONS, SHAPES, SIZES, combine, random_edit, random_object, random_scene, render
 from x2i.options import option
@@ -42,7 +42,7 @@ from x2i.request import Request
 from x2i.tiny import QWEN_VL_CHAT_TEMPLATE, build_qwen2_5_vl, build_qwen_tokenizer, save_qwen2_5_vl
 
 # The instruction-tuning mix: the world's tasks, and questions about an image (an MLLM-only task).
-TRAINING_MIX = {"text2image": 4, "image2image": 1, "imagetext2image": 3, "multiimage2image": 1, "question": 1}
+TRAINING_MIX = {"text2image": 3, "image2image": 2, "imagetext2image": 4, "multiimage2image": 1, "question": 1}
 
 
 @dataclass
@@ -50,14 +50,14 @@ class MLLMConfig:
     seed: int = option(0, "seed of the tokenizer, the initialisation and the data")
     text_steps: int = option(1500, "stage 1: language-model steps on text in the five languages")
     caption_steps: int = option(1000, "stage 2: captioning steps with the language model frozen")
-    steps: int = option(3000, "stage 3: instruction-tuning steps on the world's tasks")
+    steps: int = option(3500, "stage 3: instruction-tuning steps on the world's tasks")
     batch: int = option(32, "texts or requests per step")
     lr: float = option(1e-3, "learning rate (each stage: warm-up, then cosine decay)")
     warmup: int = option(200, "warm-up steps of each stage")
     hidden_size: int = option(128, "language model width")
-    num_layers: int = option(4, "language model layers")
-    vision_depth: int = option(2, "vision tower blocks")
-    vision_hidden_size: int = option(64, "vision tower width")
+    num_layers: int = option(6, "language model layers")
+    vision_depth: int = option(4, "vision tower blocks")
+    vision_hidden_size: int = option(128, "vision tower width")
     patch_size: int = option(8, "64 px images -> 8x8 patches -> 16 image tokens after 2x2 merging")
     vocab_size: int = option(2000, "BPE vocabulary over the five languages")
     hub_weight: float = option(1.0, "weight of the semantic-hub readout objective, stages 2 and 3 (0: none)")
@@ -152,7 +152,13 @@ def scene_targets(scene: dict) -> list[int]:
 
 
 def build_mini_tokenizer(config: MLLMConfig):
-    """Byte-level BPE over the chat texts of many examples, all five languages included."""
+    """Byte-level BPE over the chat texts of many examples, all five languages included.
+
+    Chinese is written without spaces, so on a corpus this small and repetitive BPE would merge
+    whole phrases across words (一个大红 | 色圆形在左边). Real MLLM tokenizers see so much text that
+    their merges follow words (一个 / 大 / 红色 / 圆形). So the corpus's Chinese is cut into words
+    (`language.words`) for training only: merges are learned within words, and on unsegmented text
+    the tokenizer then splits as real ones do."""
     rng = random.Random(config.seed)
     corpus = [QWEN_VL_CHAT_TEMPLATE]
     for _ in range(4000):
@@ -160,6 +166,7 @@ def build_mini_tokenizer(config: MLLMConfig):
         scene = random_scene(rng)
         text, result = edit(scene, random_edit(scene, rng), lang, rng)
         corpus += [str({"Text input": caption(scene, lang, rng)}), text, describe(result), question(scene, rng)[0]]
+    corpus = [CJK.sub(lambda run: "\n".join(words(run.group())), text) for text in corpus]
     return build_qwen_tokenizer(corpus, vocab_size=config.vocab_size)
 
 
