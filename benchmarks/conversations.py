@@ -5,7 +5,8 @@ the scene the conversation has reached ("now make the circle blue"), in one lang
 runs it as `x2i chat` does (from turn 2 on, the last picture is the input; the MLLM reads the earlier
 turns and its answers). The score of an N-turn conversation is the judge's verdict on turn N's
 picture against the scene after N - 1 edits. Modes: the session's default (history + answers),
-and `--no-history` (each turn reads only its own instruction and the last picture).
+and `--no-history` (each turn reads only its own instruction and the last picture); `--condition-on`
+picks the road.
 
     python benchmarks/conversations.py --n 40 --turns 3 --seed 90210 [--no-history] [--json out.json]
 """
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-history", action="store_true")
     parser.add_argument("--answer-tokens", type=int, default=64)
+    parser.add_argument("--condition-on", default=None, help="the road (default: the pipeline's, auto)")
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -62,7 +64,7 @@ def main() -> None:
     correct = {lang: [0] * args.turns for lang in LANGUAGES}
     start = time.time()
     for i, case in enumerate(tqdm(cases, desc="conversations")):
-        session = Session(pipe, answer_tokens=args.answer_tokens, keep_history=not args.no_history,
+        session = Session(pipe, answer_tokens=args.answer_tokens, keep_history=not args.no_history, condition_on=args.condition_on,
                           num_inference_steps=args.steps, show_progress=False, height=64, width=64)
         for turn, (text, scene) in enumerate(zip(case["texts"], case["expect"])):
             image = session.send(text, seed=args.seed + 1000 * i + turn)[0]
@@ -70,6 +72,7 @@ def main() -> None:
     total = [sum(correct[lang][t] for lang in LANGUAGES) / len(cases) for t in range(args.turns)]
     result = {
         "mode": "no history" if args.no_history else f"history + answers ({args.answer_tokens} tokens)",
+        "condition_on": args.condition_on or "auto",
         "conversations": len(cases), "turns": args.turns, "seed": args.seed, "steps": args.steps,
         "score_after_turn": [round(x, 3) for x in total],
         "by_lang": {lang: [round(c / args.n, 3) for c in correct[lang]] for lang in LANGUAGES},

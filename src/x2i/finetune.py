@@ -9,7 +9,8 @@ into FLUX's conditioning, exactly as `X2IPipeline` will at inference. They diffe
                    branch stays attached (frozen), so the adapters learn to work with it
 
 A step, top to bottom (`make_batch`, then `step_loss`): the global batch's triples (a function of
-the step), the MLLM + AlignNet conditioning of (source, instruction), the target's VAE latents,
+the step), the MLLM + AlignNet conditioning of (source, instruction) by `X2IPipeline.encode` (the
+road `--condition-on` names), the target's VAE latents,
 each sample's noise and timestep sigma ~ sigmoid(N(0, 1)) from its own seeded generator (the
 logit-normal sampling FLUX and the release train with: most weight on mid-noise, where layout and
 attributes are decided), x_sigma = (1 - sigma) x0 + sigma noise, and the MSE between FLUX's
@@ -19,19 +20,19 @@ and checkpoints are `trainer.train`'s, as for `x2i distill`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from x2i.checkpoint import TrainedModel
-from x2i.conditioning import condition
 from x2i.errors import X2IError
 from x2i.lightcontrol import LightControl
 from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, load_flux, load_lightcontrol
 from x2i.lora import LoraWeights, add_lora
 from x2i.options import option
+from x2i.pipeline import X2IPipeline
 from x2i.request import Request
 from x2i.trainer import TrainConfig, make_accelerator, process_batch, train
 from x2i.triples import Triple, read_triples
@@ -47,6 +48,9 @@ class FinetuneConfig(TrainConfig):
     height: int | None = option(None, "training size; images are resized to it (default: the size the FLUX VAE was made for)")
     width: int | None = option(None, "default: the size the FLUX VAE was made for")
     guidance: float = option(3.5, "for FLUX models with a guidance embedding (dev)")
+    condition_on: str = option("auto", "what AlignNet reads, as X2IPipeline's condition_on (auto: the road the pipeline takes by "
+                               "default, so the branch learns on the conditioning it will meet); the MLLM's answers are greedy, "
+                               "so each triple's answer is written once and kept", choices=("auto", "prompt", "answer", "prompt+answer"))
 
 
 @dataclass(kw_only=True)
@@ -66,10 +70,10 @@ class LoraConfig(FinetuneConfig):
 @dataclass
 class Frozen:
     flux: object  # FluxPipeline without T5/CLIP
-    encoder: object
-    alignnet: object
+    pipe: X2IPipeline  # the MLLM and AlignNet over that FLUX: the conditioning, as at inference
     height: int
     width: int
+    readings: dict = field(default_factory=dict)  # each triple's road and answer, once written
 
 
 def train_lightcontrol(config: LightControlConfig) -> Path:
@@ -122,7 +126,7 @@ def _setup(config: FinetuneConfig, command: str):
     height, width = config.height or size, config.width or size
     check_size(flux, height, width)
     encoder = load_encoder(config.mllm or weights_dir("mllm"), device=device, dtype=dtype)
-    return accelerator, triples, Frozen(flux, encoder, alignnet, height, width)
+    return accelerator, triples, Frozen(flux, X2IPipeline(encoder, alignnet, flux, condition_on=config.condition_on), height, width)
 
 
 @dataclass
@@ -147,7 +151,10 @@ def make_batch(frozen: Frozen, config: FinetuneConfig, triples: list[Triple], st
     target = flux.image_processor.preprocess([t.target.open() for t in part], frozen.height, frozen.width).to(device, flux.vae.dtype)
 
     requests = [Request(t.instruction, [image]) for t, image in zip(part, sources)]
-    conditioning = condition(frozen.alignnet, frozen.encoder.encode(requests, pad_to=frozen.alignnet.config.pad_to))
+    new = [i for i, t in enumerate(part) if t not in frozen.readings]
+    if new:
+        frozen.readings.update(zip([part[i] for i in new], frozen.pipe.plan([requests[i] for i in new])))
+    conditioning = frozen.pipe.encode(requests, readings=[frozen.readings[t] for t in part])
 
     vae = flux.vae
     x0 = (vae.encode(target).latent_dist.mode() - vae.config.shift_factor) * vae.config.scaling_factor

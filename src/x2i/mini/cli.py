@@ -67,6 +67,14 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
     readout.add_argument("--json", action="store_true", help="print the report as JSON")
     readout.set_defaults(run=run_readout)
 
+    answers = steps.add_parser("answers", formatter_class=DEFAULTS,
+                               help="the MLLM's exact-match answers on fresh requests, per task and language")
+    answers.add_argument("--mllm", default=None, help="an MLLM directory (default: the shipped mini MLLM)")
+    answers.add_argument("--n", type=int, default=200, help="requests per line")
+    answers.add_argument("--seed", type=int, default=777)
+    answers.add_argument("--json", action="store_true", help="print the report as JSON")
+    answers.set_defaults(run=run_answers)
+
     transfer = steps.add_parser(
         "transfer", formatter_class=DEFAULTS,
         help="per task and language: the attention-distillation distance between the teacher (the target's English caption) "
@@ -208,3 +216,19 @@ def run_transfer(args) -> None:
     for line, row in report["lines"].items():
         print(f"{line:<22}" + "".join(f"{row[k]:>14.4f}" for k in KINDS) + f"{row['score']:>8.3f}{row['n']:>6}")
     print(f"rank correlation of distance and score over the lines: {report['spearman']:+.3f} (negative: closer, better)")
+
+
+def run_answers(args) -> None:
+    from x2i.loaders import load_encoder
+    from x2i.mini import weights_dir
+    from x2i.mini.mllm import answer_accuracy
+
+    if args.n < 1:
+        raise X2IError("--n must be at least 1")
+    report = answer_accuracy(load_encoder(args.mllm or weights_dir("mllm")), args.n, args.seed)
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"exact-match answers, {args.n} fresh requests per line (seed {args.seed})")
+    for line, score in report.items():
+        print(f"  {line:<20} {score:.3f}")

@@ -15,6 +15,8 @@ real model. It is made in the three stages real MLLMs are made in (Qwen2.5-VL, L
 - image2image:      one image                                -> its scene
 - imagetext2image:  an image + an edit instruction (any lang) -> the edited scene
 - multiimage2image: two single-object images                 -> the scene holding both
+- conversation:     a caption and its answer, then the picture + an edit instruction -> the edited scene
+                    (two turns, as `x2i.Session` puts them; real MLLMs are tuned on multi-turn chats)
 - question:         an image + a question                    -> a short answer
 
 Two training-only objectives stand in for properties measured in large MLLMs that a 4-layer model
@@ -42,7 +44,7 @@ from x2i.request import Request
 from x2i.tiny import QWEN_VL_CHAT_TEMPLATE, build_qwen2_5_vl, build_qwen_tokenizer, save_qwen2_5_vl
 
 # The instruction-tuning mix: the world's tasks, and questions about an image (an MLLM-only task).
-TRAINING_MIX = {"text2image": 3, "image2image": 2, "imagetext2image": 4, "multiimage2image": 1, "question": 1}
+TRAINING_MIX = {"text2image": 3, "image2image": 2, "imagetext2image": 4, "multiimage2image": 1, "conversation": 1, "question": 1}
 
 
 @dataclass
@@ -104,6 +106,10 @@ def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | N
     if task == "imagetext2image":
         text, result = edit(scene, random_edit(scene, rng), lang, rng)
         return Example(Request(text, [render(scene, rng)]), describe(result), result, in_image)
+    if task == "conversation":  # turn 1 drew the caption; turn 2 edits that picture
+        history = [(Request(caption(scene, lang, rng)), describe(scene))]
+        text, result = edit(scene, random_edit(scene, rng), lang, rng)
+        return Example(Request(text, [render(scene, rng)], history=history), describe(result), result, in_image)
     if task == "multiimage2image":
         a, b = ({"objects": [random_object(rng, p)]} for p in rng.sample(POSITIONS, 2))
         both = combine([a, b])
@@ -259,15 +265,14 @@ def probe_loss(probe: torch.nn.Linear, last_hidden: torch.Tensor, labels: torch.
     return torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten())
 
 
-def answer(encoder: Qwen2_5_VLEncoder, request: Request, max_new_tokens: int = 48) -> str:
-    """The mini MLLM's greedy answer to a request (to check what it understood)."""
-    return encoder.answer([request], max_new_tokens)[0]
-
-
-def answer_accuracy(encoder: Qwen2_5_VLEncoder, n: int = 100, seed: int = 777) -> dict[str, float]:
-    """Exact-match accuracy of the greedy answers on `n` fresh requests per task."""
+def answer_accuracy(encoder: Qwen2_5_VLEncoder, n: int = 100, seed: int = 777, batch: int = 32) -> dict[str, float]:
+    """Exact-match accuracy of the greedy answers on `n` fresh requests per line: each task, and
+    each language for the tasks with text in any language."""
     rng = random.Random(seed)
-    return {
-        task: sum(answer(encoder, request) == expected for request, expected in (sample_example(rng, task) for _ in range(n))) / n
-        for task in TRAINING_MIX
-    }
+    scores = {}
+    for task in TRAINING_MIX:
+        for lang in LANGUAGES if task in ("text2image", "imagetext2image", "conversation") else (None,):
+            examples = [sample_with_scene(rng, task, lang) for _ in range(n)]
+            answers = [a for start in range(0, n, batch) for a in encoder.answer([e.request for e in examples[start : start + batch]], 48)]
+            scores[task + (f" {lang}" if lang else "")] = sum(a == e.answer for a, e in zip(answers, examples)) / n
+    return scores
