@@ -230,3 +230,23 @@ def test_triples_from_webdataset_shards(tmp_path):
     found = read_triples(tmp_path)
     assert [t.instruction for t in found] == ["blue a", "blue b"]
     assert found[1].source.open().getpixel((0, 0)) == (0, 128, 0) and found[1].target.open().getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_training_conditions_on_the_road_and_writes_each_triples_answer_once(tiny_models, triples, tmp_path, monkeypatch):
+    """On the answer road the MLLM answers each triple once (greedy answers do not change), and
+    AlignNet reads the answer as it will at inference."""
+    from x2i import finetune
+    from x2i.pipeline import X2IPipeline
+
+    asked, read = [], []
+    monkeypatch.setattr(X2IPipeline, "answer", lambda self, requests, max_new_tokens=128: asked.extend(r.text for r in requests)
+                        or [f"a blue square for {r.text}" for r in requests])
+    encode = X2IPipeline.encode
+    monkeypatch.setattr(X2IPipeline, "encode", lambda self, requests, condition_on=None, readings=None:
+                        read.extend(x.answer for x in readings) or encode(self, requests, condition_on, readings))
+    config = finetune.LightControlConfig(triples=str(triples), out=str(tmp_path / "run"), steps=4, batch=3, lr=1e-3, warmup=0,
+                                         mllm=str(tiny_models["mllm"]), flux=str(tiny_models["flux"]), alignnet=str(tiny_models["alignnet"]),
+                                         channels=(8, 8, 8), norm_groups=4, progress=False, condition_on="answer")
+    finetune.train_lightcontrol(config)
+    assert len(read) == 12 and all(a.startswith("a blue square for make it blue") for a in read)
+    assert sorted(asked) == sorted(set(asked)) and len(asked) == 6  # 4 steps of 3 over 6 triples: each answered once

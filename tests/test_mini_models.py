@@ -11,16 +11,18 @@ from x2i.mini.mllm import MLLMConfig, answer_accuracy, answer_labels, sample_exa
 from x2i.mini.teacher import TeacherConfig, binding_labels, build_t5_tokenizer, english_corpus, train_teacher
 from x2i.request import Request
 
-# Bars for the shipped student, set below what these cases measured (en 1.00, fr 1.00 on 40 single
-# objects each; en 0.95 on 40 two-object scenes; 0.375 on 40 single-object images); BENCHMARKS.md
-# has the held-out scores (150-case lines: en 0.987 / 0.960, fr 0.747, image2image 0.300).
+# Bars for the shipped models on cases made with the guards' own seeds (never the seeds BENCHMARKS.md
+# reports, nor ones tuned on), set below the held-out levels there ("Every input reaches the
+# picture") by a margin for 40-case noise. Default road (auto): English by the prompt, the rest by
+# the MLLM's answer.
+MLLM_ANSWERS = 0.85  # every task and language, 20 fresh requests each
 STUDENT_EN_1OBJ = 0.90
-STUDENT_EN_2OBJ = 0.85
-STUDENT_FR_1OBJ = 0.85
-STUDENT_IMAGE_1OBJ = 0.25
-# The shipped LightControl on single-object images: these 40 cases measured 0.625 with the branch
-# and 0.425 without; BENCHMARKS.md ("Edits") has held-out scores (0.600 / 0.450 on 80 cases).
-LIGHTCONTROL_IMAGE_1OBJ = 0.5
+STUDENT_EN_2OBJ = 0.80
+STUDENT_ZH_1OBJ = 0.85
+STUDENT_IMAGE = 0.80
+STUDENT_EDIT = 0.65
+STUDENT_TWO_IMAGES = 0.65
+LIGHTCONTROL_EDIT = 0.70  # with the shipped branch, on edits (where copying the source would fail)
 
 
 def test_teacher_recipe_runs_and_saves_a_flux_pipeline(tmp_path):
@@ -70,11 +72,9 @@ def test_answer_labels_cover_the_answer_only(tmp_path):
 
 
 def test_shipped_mini_mllm_understands_the_world():
-    """Exact-match answers on fresh requests; the bars sit below what this seed measured
-    (BENCHMARKS.md: 1.00, 0.60, 0.70, 1.00, 0.75; the previous MLLM 0.80, 0.40, 0.55, 0.90, 0.80)."""
-    accuracy = answer_accuracy(load_encoder(weights_dir("mllm")), n=20, seed=31)
-    assert accuracy["text2image"] >= 0.9 and accuracy["multiimage2image"] >= 0.9
-    assert accuracy["question"] >= 0.6 and accuracy["imagetext2image"] >= 0.55 and accuracy["image2image"] >= 0.45
+    """Exact-match answers on fresh requests of every task and language (BENCHMARKS.md: 200 each)."""
+    accuracy = answer_accuracy(load_encoder(weights_dir("mllm")), n=20, seed=4711)
+    assert len(accuracy) == 18 and min(accuracy.values()) >= MLLM_ANSWERS, accuracy
 
 
 def test_shipped_teacher_scores_as_claimed():
@@ -112,21 +112,25 @@ def test_scene_probe_reads_the_closing_tokens_of_every_prompt():
 
 
 def test_shipped_student_scores_as_claimed():
-    """X2I on the shipped mini models: MLLM -> AlignNet -> FLUX, single-object text2image in a
-    language distillation never saw, English with one and two objects, and single-object images
-    (an input distillation never saw)."""
+    """X2I on the shipped mini models by the default road: English text (one and two objects),
+    Chinese (a language distillation never saw, read through the MLLM's answer), single images,
+    edits and pairs of images (inputs distillation never saw)."""
     from x2i.mini.eval import make_cases, run_student, summarize
     from x2i.pipeline import X2IPipeline
 
     pipe = X2IPipeline.from_pretrained(weights_dir("mllm"), weights_dir("teacher"), weights_dir("alignnet"))
-    cases = make_cases(40, tasks=("text2image",), langs=("en", "fr"), seed=9, num_objects=1)
-    report = summarize(run_student(pipe, cases, seed=0, steps=20, progress=False))
-    assert report["n"] == 80
-    assert report["by_lang"]["en"] >= STUDENT_EN_1OBJ and report["by_lang"]["fr"] >= STUDENT_FR_1OBJ
-    two = make_cases(40, tasks=("text2image",), langs=("en",), seed=10, num_objects=2)
-    assert summarize(run_student(pipe, two, seed=0, steps=20, progress=False))["overall"] >= STUDENT_EN_2OBJ
-    images = make_cases(40, tasks=("image2image",), langs=("en",), seed=12, num_objects=1)
-    assert summarize(run_student(pipe, images, seed=0, steps=20, progress=False))["overall"] >= STUDENT_IMAGE_1OBJ
+
+    def score(seed, n=40, **kw):
+        return summarize(run_student(pipe, make_cases(n, seed=seed, **kw), seed=seed, steps=20, progress=False))
+
+    text = score(4801, tasks=("text2image",), langs=("en", "zh"), num_objects=1)
+    assert text["n"] == 80 and text["by_lang"]["en"] >= STUDENT_EN_1OBJ and text["by_lang"]["zh"] >= STUDENT_ZH_1OBJ, text
+    assert text["roads"] == {"answer": 40, "prompt": 40}  # auto: English by its prompt, Chinese by the answer
+    assert score(4802, tasks=("text2image",), langs=("en",), num_objects=2)["overall"] >= STUDENT_EN_2OBJ
+    assert score(4803, tasks=("image2image",), langs=("en",))["overall"] >= STUDENT_IMAGE
+    edits = score(4804, n=20, tasks=("imagetext2image",), langs=("en", "de"))
+    assert edits["overall"] >= STUDENT_EDIT, edits
+    assert score(4805, tasks=("multiimage2image",), langs=("en",))["overall"] >= STUDENT_TWO_IMAGES
 
 
 def test_teacher_packs_latents_as_flux_does():
@@ -156,17 +160,18 @@ def test_mllm_captioning_stage_trains_the_vision_tower_only(tmp_path):
 
 def test_shipped_lightcontrol_and_lora():
     """The shipped branch and LoRA (trained on English edit triples only) are small, load into the
-    mini FLUX, and the branch keeps single images better than plain X2I on the same cases and noise."""
+    mini FLUX, and the branch makes edits (not only copies of the source) better than plain X2I on
+    the same cases, noise and road."""
     from x2i.mini.eval import make_cases, run_student, summarize
     from x2i.pipeline import X2IPipeline
 
     for name in ("lightcontrol", "lora"):
         assert sum(f.stat().st_size for f in weights_dir(name).iterdir()) < 5e6
     pipe = X2IPipeline.from_pretrained(weights_dir("mllm"), weights_dir("teacher"), weights_dir("alignnet"), lightcontrol="mini")
-    cases = make_cases(40, tasks=("image2image",), langs=("en",), seed=14, num_objects=1)
-    controlled = summarize(run_student(pipe, cases, seed=0, steps=20, progress=False))["overall"]
-    plain = summarize(run_student(pipe, cases, seed=0, steps=20, progress=False, lightcontrol_scale=0))["overall"]
-    assert controlled >= LIGHTCONTROL_IMAGE_1OBJ and controlled > plain, (controlled, plain)
+    cases = make_cases(20, tasks=("imagetext2image",), langs=("en", "zh"), seed=4806)
+    controlled = summarize(run_student(pipe, cases, seed=4806, steps=20, progress=False))["overall"]
+    plain = summarize(run_student(pipe, cases, seed=4806, steps=20, progress=False, lightcontrol_scale=0))["overall"]
+    assert controlled >= LIGHTCONTROL_EDIT and controlled >= plain, (controlled, plain)
 
     flux = FluxPipeline.from_pretrained(weights_dir("teacher"), text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
     inputs = dict(hidden_states=torch.randn(1, 64, 32), timestep=torch.tensor([0.5]), encoder_hidden_states=torch.randn(1, 7, 96),

@@ -223,6 +223,8 @@ class X2IPipeline:
         """MLLM -> AlignNet: the conditioning FLUX reads in place of T5/CLIP; `readings` from `plan`
         (planned here when left out)."""
         readings = readings or self.plan(requests, condition_on)
+        if len(readings) != len(requests):
+            raise X2IError(f"{len(readings)} readings for {len(requests)} requests: plan them together")
         read = [Request(x.answer) if x.road == "answer" else r for r, x in zip(requests, readings)]
         answers = [x.answer if x.road == "prompt+answer" else None for x in readings]
         with self._running(self.encoder.model):
