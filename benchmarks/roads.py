@@ -16,8 +16,6 @@ import json
 import time
 from collections import defaultdict
 
-import torch
-
 from x2i.loaders import load_alignnet, load_encoder, load_flux
 from x2i.mini import weights_dir
 from x2i.mini.eval import make_cases, run_student, run_teacher
@@ -56,7 +54,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    torch.set_num_threads(2)
 
     teacher = load_flux(weights_dir("teacher"), text_encoders=True)
     pipe = X2IPipeline(load_encoder(args.mllm or weights_dir("mllm")), load_alignnet(args.alignnet or weights_dir("alignnet")), teacher)
