@@ -28,7 +28,7 @@ from torch import nn
 
 from x2i.errors import X2IError
 from x2i.hub import resolve, unreachable
-from x2i.request import REQUEST_KINDS
+from x2i.request import REQUEST_KINDS, ROADS
 
 # The authors' released checkpoints (reference notes, section 2), and the MLLM family each reads.
 PRESETS: dict[str, dict] = {
@@ -38,8 +38,6 @@ PRESETS: dict[str, dict] = {
     "internvl2.5-4b": dict(num_hidden_states=37, hidden_size=2048, pad_to=512),
     "minicpm-o-2.6": dict(num_hidden_states=29, hidden_size=3584, pad_to=512),
 }
-# What AlignNet can read of a request (X2IPipeline's condition_on): its states, the MLLM's answer, or both.
-ROADS = ("prompt", "answer", "prompt+answer")
 PRESET_FAMILIES = {"qwen2.5-vl-3b": "qwen2_5_vl", "qwen2.5-vl-7b": "qwen2_5_vl", "internvl2.5-1b": "internvl",
                    "internvl2.5-4b": "internvl", "minicpm-o-2.6": "minicpmo"}
 

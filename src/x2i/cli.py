@@ -239,7 +239,9 @@ def add_edit_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_condition_on_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--condition-on", default="auto", choices=("auto", "prompt", "answer", "prompt+answer"),
+    from x2i.request import CONDITION_ON
+
+    parser.add_argument("--condition-on", default="auto", choices=CONDITION_ON,
                         help="what AlignNet reads: the request's states (prompt, the paper's); the MLLM's answer, written first "
                         "(greedy, at most 128 tokens) and read as an English prompt (answer, the release's reasoning mode); both "
                         "(prompt+answer); auto: per kind of request, the road this AlignNet was measured best on (its config's "

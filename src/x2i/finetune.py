@@ -33,7 +33,7 @@ from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, l
 from x2i.lora import LoraWeights, add_lora
 from x2i.options import option
 from x2i.pipeline import X2IPipeline
-from x2i.request import Request
+from x2i.request import CONDITION_ON, Request
 from x2i.trainer import TrainConfig, make_accelerator, process_batch, train
 from x2i.triples import Triple, read_triples
 
@@ -50,7 +50,7 @@ class FinetuneConfig(TrainConfig):
     guidance: float = option(3.5, "for FLUX models with a guidance embedding (dev)")
     condition_on: str = option("auto", "what AlignNet reads, as X2IPipeline's condition_on (auto: the road the pipeline takes by "
                                "default, so the branch learns on the conditioning it will meet); the MLLM's answers are greedy, "
-                               "so each triple's answer is written once and kept", choices=("auto", "prompt", "answer", "prompt+answer"))
+                               "so each triple's answer is written once and kept", choices=CONDITION_ON)
 
 
 @dataclass(kw_only=True)

@@ -21,7 +21,7 @@ import torch
 from diffusers import FluxPipeline
 from PIL import Image
 
-from x2i.alignnet import ROADS, AlignNet
+from x2i.alignnet import AlignNet
 from x2i.conditioning import FluxConditioning, condition
 from x2i.encoders import MLLMEncoder
 from x2i.errors import X2IError
@@ -29,10 +29,7 @@ from x2i.lightcontrol import LightControl
 from x2i.loaders import check_size, default_size, load_alignnet, load_encoder, load_flux, load_lightcontrol, quantization_configs
 from x2i.lora import load_lora
 from x2i.memory import check_work, image_tokens
-from x2i.request import Request, request_kind
-
-
-CONDITION_ON = ("auto", *ROADS)
+from x2i.request import CONDITION_ON, Request, request_kind
 
 
 @dataclass

@@ -11,6 +11,9 @@ from x2i.media import Audio, Video
 
 Media = Image.Image | Audio | Video
 REQUEST_KINDS = ("english", "other_language", "media")  # what X2IPipeline's condition_on="auto" tells apart
+# What AlignNet can read of a request: its states, the MLLM's answer, or both; "auto" picks by kind.
+ROADS = ("prompt", "answer", "prompt+answer")
+CONDITION_ON = ("auto", *ROADS)
 
 
 @dataclass

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from x2i.errors import X2IError
+from x2i.request import CONDITION_ON
 
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 
@@ -85,7 +86,7 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
     transfer.add_argument("--steps", type=int, default=20, help="denoising steps of the judged pictures")
     transfer.add_argument("--mllm", default=None, help="default: the shipped mini MLLM")
     transfer.add_argument("--alignnet", default=None, help="default: the shipped mini AlignNet")
-    transfer.add_argument("--condition-on", default=None, choices=("auto", "prompt", "answer", "prompt+answer"),
+    transfer.add_argument("--condition-on", default=None, choices=CONDITION_ON,
                           help="the road the student reads (default: the pipeline's, auto)")
     transfer.add_argument("--json", action="store_true", help="print the report as JSON")
     transfer.set_defaults(run=run_transfer)
