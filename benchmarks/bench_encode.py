@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from x2i.loaders import load_encoder
+from x2i.inference.loaders import load_encoder
+from x2i.inference.request import Request
 from x2i.media import Audio, Video
-from x2i.request import Request
-from x2i.tiny import READERS
+from x2i.tiny_models import READERS
 
 CAPTIONS = [
     "a red circle",

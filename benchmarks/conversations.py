@@ -21,12 +21,12 @@ import time
 import torch
 from tqdm import tqdm
 
-from x2i.mini import weights_dir
+from x2i.inference.pipeline import X2IPipeline
+from x2i.inference.session import Session
+from x2i.inference.locations import locate
 from x2i.mini.judge import read_objects, scene_correct
 from x2i.mini.language import caption, instruction
 from x2i.mini.world import LANGUAGES, apply_edit, random_edit, random_scene
-from x2i.pipeline import X2IPipeline
-from x2i.session import Session
 
 
 def make_conversations(n: int, turns: int, seed: int) -> list[dict]:
@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    pipe = X2IPipeline.from_pretrained(weights_dir("mllm"), weights_dir("teacher"), weights_dir("alignnet"))
+    pipe = X2IPipeline.from_pretrained(locate("mini", "mllm"), locate("mini", "flux"), locate("mini", "alignnet"))
     cases = make_conversations(args.n, args.turns, args.seed)
     correct = {lang: [0] * args.turns for lang in LANGUAGES}
     start = time.time()

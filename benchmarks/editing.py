@@ -29,8 +29,8 @@ def count(module: nn.Module, trainable_only: bool = False) -> int:
 def parameters() -> dict:
     from diffusers import FluxTransformer2DModel
 
-    from x2i.lightcontrol import LightControl
-    from x2i.lora import add_lora
+    from x2i.inference.lightcontrol import LightControl
+    from x2i.training.edit_training import add_lora
 
     ours = LightControl()  # FLUX.1's sizes by default
     trunk = count(ours) - count(ours.heads)
@@ -48,14 +48,14 @@ def parameters() -> dict:
 
 
 def timings(lightcontrol: str, lora: str, n: int, steps: int, repeats: int) -> dict:
-    from x2i.lora import load_lora
-    from x2i.loaders import load_lightcontrol
-    from x2i.mini import weights_dir
+    from x2i.inference.loaders import load_lightcontrol
+    from x2i.inference.lora import load_lora
+    from x2i.inference.pipeline import X2IPipeline
+    from x2i.inference.request import Request
+    from x2i.inference.locations import locate
     from x2i.mini.eval import case_inputs, make_cases
-    from x2i.pipeline import X2IPipeline
-    from x2i.request import Request
 
-    pipe = X2IPipeline.from_pretrained(weights_dir("mllm"), weights_dir("teacher"), weights_dir("alignnet"))
+    pipe = X2IPipeline.from_pretrained(locate("mini", "mllm"), locate("mini", "flux"), locate("mini", "alignnet"))
     branch = load_lightcontrol(lightcontrol, pipe.flux)
     cases = make_cases(n, tasks=("imagetext2image",), langs=("en",), seed=4242)
     requests = [Request(*case_inputs(c, random.Random(i))) for i, c in enumerate(cases)]

@@ -32,8 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_encode import CAPTIONS, reference, timed  # noqa: E402
 
-from x2i.alignnet import AlignNet, preset_config  # noqa: E402
-from x2i.request import Request  # noqa: E402
+from x2i.inference.alignnet import AlignNet, preset_config  # noqa: E402
+from x2i.inference.request import Request  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
 TINY = dict(text_layers=2, hidden=64, flux_layers=(1, 1))
@@ -55,11 +55,14 @@ def mllm_config(name: str, tiny: bool):
 def random_encoder(name: str, device, dtype, tiny: bool = False):
     """A Qwen2.5-VL encoder of the public shape with random weights, and a BPE tokenizer trained on
     captions (realistic token counts; ids all below the vocabulary size)."""
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+    from transformers import (
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLImageProcessorPil,
+    )
 
-    from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder, _Processor
-    from x2i.encoders.video_processor import QwenVideoProcessor
-    from x2i.tiny import QWEN_VL_CHAT_TEMPLATE, build_qwen_tokenizer
+    from x2i.inference.encoders.qwen2_5_vl import Qwen2_5_VLEncoder, _Processor
+    from x2i.inference.encoders.video_processor import QwenVideoProcessor
+    from x2i.architectures import QWEN_VL_CHAT_TEMPLATE, build_qwen_tokenizer
 
     tokenizer = build_qwen_tokenizer([QWEN_VL_CHAT_TEMPLATE, *CAPTIONS * 50, str({"Text input": "", "Instruction editing description": "no", "image input": "no"})], vocab_size=1024)
     image_processor = Qwen2VLImageProcessorPil()
@@ -76,7 +79,12 @@ def random_encoder(name: str, device, dtype, tiny: bool = False):
 
 def random_flux(device, dtype, tiny: bool = False):
     """FluxPipeline (no T5/CLIP) of FLUX.1-dev's shape with random weights."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
 
     spec = json.loads((CONFIGS / "flux.1-dev.json").read_text())
     if tiny:
@@ -160,7 +168,7 @@ def peak_memory(result: dict, key: str, device):
 
 
 def generation_modes(args, device, dtype, result: dict) -> None:
-    from x2i.pipeline import X2IPipeline
+    from x2i.inference.pipeline import X2IPipeline
 
     size, steps = (1024, args.steps) if not args.tiny else (64, 2)
     request = Request(CAPTIONS[1])
@@ -190,7 +198,7 @@ def generation_modes(args, device, dtype, result: dict) -> None:
 def quantized_generation(args, encoder, flux, alignnet, device, dtype, size, steps, request, result) -> None:
     """nf4 (int8 by torchao in --tiny on the CPU): the random models are saved once and loaded back
     quantized, as `--quantize` loads a checkpoint. The plain parts go to the CPU meanwhile."""
-    from x2i.pipeline import X2IPipeline
+    from x2i.inference.pipeline import X2IPipeline
 
     mode = "nf4" if device.type == "cuda" else "int8"
     with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
@@ -249,8 +257,8 @@ def release_style_loss(transformer, inputs, teacher, student, temperature: float
 def distill_step(args, device, dtype, result: dict) -> None:
     import gc
 
-    from x2i.conditioning import FluxConditioning, condition
-    from x2i.loss import AttentionTaps, FluxInputs, distillation_loss
+    from x2i.inference.conditioning import FluxConditioning, condition
+    from x2i.training.loss import AttentionTaps, FluxInputs, distillation_loss
 
     gc.collect()  # the generation measurements' models go before these are built
     if device.type == "cuda":

@@ -16,12 +16,12 @@ import json
 import time
 from collections import defaultdict
 
-from x2i.loaders import load_alignnet, load_encoder, load_flux
-from x2i.mini import weights_dir
+from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
+from x2i.inference.pipeline import X2IPipeline
+from x2i.inference.locations import locate
 from x2i.mini.eval import make_cases, run_student, run_teacher
 from x2i.mini.mllm import answer_accuracy
 from x2i.mini.transfer import line_of
-from x2i.pipeline import X2IPipeline
 
 
 def scores(results) -> dict[str, float]:
@@ -55,8 +55,8 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    teacher = load_flux(weights_dir("teacher"), text_encoders=True)
-    pipe = X2IPipeline(load_encoder(args.mllm or weights_dir("mllm")), load_alignnet(args.alignnet or weights_dir("alignnet")), teacher)
+    teacher = load_flux(locate("mini", "flux"), text_encoders=True)
+    pipe = X2IPipeline(load_encoder(args.mllm or locate("mini", "mllm")), load_alignnet(args.alignnet or locate("mini", "alignnet")), teacher)
     if args.lightcontrol:
         pipe.load_lightcontrol(args.lightcontrol)
     cases = make_cases(args.n, seed=args.seed)

@@ -39,7 +39,7 @@ def warm_serve(requests: int = 10, *flags: str) -> float:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "x2i.cli", "serve", "--port", str(port), *flags], env=ENV,
+    server = subprocess.Popen([sys.executable, "-m", "x2i.app.cli", "serve", "--port", str(port), *flags], env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/"
@@ -68,7 +68,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         torch_s = statistics.median(wall([sys.executable, "-c", "import torch"]) for _ in range(args.repeats))
         generate_s = statistics.median(
-            wall([sys.executable, "-m", "x2i.cli", "generate", "--prompt", "a large red circle on the left", "--out", f"{tmp}/o.png"])
+            wall([sys.executable, "-m", "x2i.app.cli", "generate", "--prompt", "a large red circle on the left", "--out", f"{tmp}/o.png"])
             for _ in range(args.repeats)
         )
     serve_s, compiled_s = warm_serve(), warm_serve(10, "--compile")

@@ -52,13 +52,13 @@ def evaluate(out: Path, variant: str, device: str, final_sets: list[str], every:
     """Score every checkpoint of `variant` on the dev set, the last one on the held-out sets too."""
     import torch
 
-    from x2i.loaders import load_alignnet, load_encoder, load_flux
-    from x2i.mini import weights_dir
+    from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
+    from x2i.inference.pipeline import X2IPipeline
+    from x2i.inference.locations import locate
     from x2i.mini.eval import load_cases, run_student, run_teacher, summarize
-    from x2i.pipeline import X2IPipeline
 
-    flux = load_flux(weights_dir("teacher"), text_encoders=True).to(device)
-    encoder = load_encoder(weights_dir("mllm"), device=device)
+    flux = load_flux(locate("mini", "flux"), text_encoders=True).to(device)
+    encoder = load_encoder(locate("mini", "mllm"), device=device)
     with open(out / "results.jsonl", "a") as results:
         if variant == "teacher":
             for name in ("final-en-1obj", "final-en-2obj"):
@@ -88,14 +88,14 @@ def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prompts = out / "prompts.txt"
-    subprocess.run([sys.executable, "-m", "x2i.cli", "mini", "make-prompts", "--out", str(prompts), "--n", "20000"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "x2i.app.cli", "mini", "make-prompts", "--out", str(prompts), "--n", "20000"], check=True, stdout=subprocess.DEVNULL)
     case_sets(out, args.dev_seed, args.final_seed, args.dev_n, args.final_n)
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     start = time.time()
     runs = {}
     for variant in args.variants:
         log = open(out / f"{variant}.log", "w")
-        command = [sys.executable, "-m", "x2i.cli", "distill", "--prompts", str(prompts), "--out", str(out / variant),
+        command = [sys.executable, "-m", "x2i.app.cli", "distill", "--prompts", str(prompts), "--out", str(out / variant),
                    "--steps", str(args.steps), "--checkpoint-every", str(args.checkpoint_every), *COMMON, *VARIANTS[variant]]
         runs[variant] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     teacher = subprocess.Popen([sys.executable, __file__, "evaluate", "--out", str(out), "--variant", "teacher", "--device", args.device,

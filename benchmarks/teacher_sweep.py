@@ -16,7 +16,7 @@ from pathlib import Path
 
 from diffusers import AutoencoderKL, FluxPipeline
 
-from x2i.mini import weights_dir
+from x2i.inference.locations import locate
 from x2i.mini.eval import make_cases, run_teacher, summarize
 from x2i.mini.teacher import TeacherConfig, train_teacher
 
@@ -37,7 +37,7 @@ VARIANTS = {
 
 def train(variant: str, out: Path, device: str, snapshots: list[int], overrides: dict) -> None:
     config = dataclasses.replace(TeacherConfig(), **overrides)
-    vae = AutoencoderKL.from_pretrained(weights_dir("teacher") / "vae")
+    vae = AutoencoderKL.from_pretrained(locate("mini", "flux") / "vae")
     start = time.time()
     snapshots = tuple(s for s in snapshots if s < config.steps)
     train_teacher(config, out / variant, progress=False, vae=vae, device=device, snapshots=snapshots)

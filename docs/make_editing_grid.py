@@ -11,10 +11,10 @@ from pathlib import Path
 from PIL import Image
 
 from x2i import Request, X2IPipeline
-from x2i.images import make_grid
-from x2i.lora import load_lora
-from x2i.loaders import load_lightcontrol
-from x2i.mini import weights_dir
+from x2i.inference.loaders import load_lightcontrol
+from x2i.inference.lora import load_lora
+from x2i.media import make_grid
+from x2i.inference.locations import locate
 from x2i.mini.eval import case_inputs, make_cases
 from x2i.mini.judge import read_objects, scene_correct
 from x2i.mini.world import EDIT_OPS, LANGUAGES
@@ -23,7 +23,7 @@ DOCS = Path(__file__).parent
 
 
 def main() -> None:
-    pipe = X2IPipeline.from_pretrained(weights_dir("mllm"), weights_dir("teacher"), weights_dir("alignnet"))
+    pipe = X2IPipeline.from_pretrained(locate("mini", "mllm"), locate("mini", "flux"), locate("mini", "alignnet"))
     branch = load_lightcontrol("mini", pipe.flux)
     pool = make_cases(40, tasks=("imagetext2image",), seed=5151)
     cases = []

@@ -14,11 +14,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from x2i import Request, X2IPipeline
-from x2i.images import make_grid
-from x2i.mini import weights_dir
+from x2i.inference.loaders import load_flux
+from x2i.media import make_grid
+from x2i.inference.locations import locate
 from x2i.mini.eval import case_inputs, make_cases, run_teacher
 from x2i.mini.judge import read_objects, scene_correct
-from x2i.loaders import load_flux
 
 DOCS = Path(__file__).parent
 SCALE = 2
@@ -45,7 +45,7 @@ def strip(inputs: list[Image.Image], output: Image.Image, correct: bool) -> Imag
 
 def teacher_grid() -> None:
     """Eight one-object prompts above eight two-object ones, each titled OK/X (the judge) and its prompt."""
-    teacher = load_flux(weights_dir("teacher"), text_encoders=True)
+    teacher = load_flux(locate("mini", "flux"), text_encoders=True)
     cases = make_cases(8, ("text2image",), ("en",), seed=4243, num_objects=1)
     cases += make_cases(8, ("text2image",), ("en",), seed=4244, num_objects=2)
     results = run_teacher(teacher, cases, seed=0, steps=20, progress=False)
@@ -56,7 +56,7 @@ def teacher_grid() -> None:
 
 def main() -> None:
     teacher_grid()
-    pipe = X2IPipeline.from_pretrained(weights_dir("mllm"), weights_dir("teacher"), weights_dir("alignnet"))
+    pipe = X2IPipeline.from_pretrained(locate("mini", "mllm"), locate("mini", "flux"), locate("mini", "alignnet"))
     out_dir = DOCS / "images" / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = ["# X2I on the mini world: real outputs", "",

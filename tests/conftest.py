@@ -14,21 +14,21 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    from x2i.tiny import build_tiny_models
+    from x2i.tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def encoder(tiny_models):
-    from x2i.loaders import load_encoder
+    from x2i.inference.loaders import load_encoder
 
     return load_encoder(tiny_models["mllm"])
 
 
 @pytest.fixture(scope="session")
 def pipeline(tiny_models):
-    from x2i.pipeline import X2IPipeline
+    from x2i.inference.pipeline import X2IPipeline
 
     return X2IPipeline.from_pretrained(tiny_models["mllm"], tiny_models["flux"], tiny_models["alignnet"])
 
@@ -48,7 +48,7 @@ def image_file(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_readers(tmp_path_factory, tiny_models):
     """Tiny models of every reader (the qwen2_5_vl ones are the session's `tiny_models`)."""
-    from x2i.tiny import build_tiny_models
+    from x2i.tiny_models import build_tiny_models
 
     readers = {"qwen2_5_vl": tiny_models}
     for reader in ("internvl", "qwen2_5_omni"):

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from x2i.alignnet import PRESETS, AlignNet, presets_fitting
 from x2i.errors import X2IError
+from x2i.inference.alignnet import PRESETS, AlignNet, presets_fitting
 
 # Parameter counts of the released checkpoints (reference notes, section 2), in millions.
 RELEASED_PARAMS_M = {

@@ -5,22 +5,22 @@ import time
 
 import pytest
 
-from x2i.cli import main
+from x2i.app.cli import main
 from x2i.errors import X2IError
-from x2i.memory import generation_bytes
-from x2i.request import Request
+from x2i.inference.request import Request
+from x2i.inference.work_bounds import generation_bytes
 
 
 def test_an_enormous_prompt_is_refused_at_once(capsys, tmp_path):
     start = time.time()
     code = main(["generate", "--prompt", "a red circle and " * 5000, "--out", str(tmp_path / "o.png")])  # 85,000 characters
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 2 and err.startswith("x2i: error: the prompt is") and "reads at most 128" in err and "--max-prompt-tokens" in err
+    assert code == 2 and err.startswith("x2i: error: the text is") and "reads at most 128" in err and "--max-text-tokens" in err
     assert time.time() - start < 60  # it once ran 35 s per denoising step
 
 
 def test_the_prompt_limit_is_a_flag(tmp_path):
-    assert main(["generate", "--prompt", "a red circle on the left", "--max-prompt-tokens", "3", "--steps", "1", "--out", str(tmp_path / "o.png")]) == 2
+    assert main(["generate", "--prompt", "a red circle on the left", "--max-text-tokens", "3", "--steps", "1", "--out", str(tmp_path / "o.png")]) == 2
     assert main(["generate", "--prompt", "a red circle on the left", "--steps", "1", "--out", str(tmp_path / "o.png")]) == 0
 
 
@@ -33,9 +33,9 @@ def test_a_size_far_beyond_the_model_is_refused(capsys, tmp_path):
 
 
 def test_a_size_whose_memory_will_not_fit_is_refused_with_the_estimate(pipeline, monkeypatch):
-    import x2i.memory
+    import x2i.inference.work_bounds
 
-    monkeypatch.setattr(x2i.memory, "free_bytes", lambda device: 1024**2)  # 1 MiB free
+    monkeypatch.setattr(x2i.inference.work_bounds, "free_bytes", lambda device: 1024**2)  # 1 MiB free
     with pytest.raises(X2IError, match=r"1 image\(s\) at 64x64 need about 0\.\d GiB of activations on cpu, and 0\.0 GiB is free"):
         pipeline(Request("a red circle"), height=64, width=64, num_inference_steps=1)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from x2i.cli import main
+from x2i.app.cli import main
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(case, model_args, tmp_path, imag
 
 def test_console_script_exit_code_and_no_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "x2i.cli", "generate", "--mllm", "m", "--flux", "f", "--alignnet", "a", "--image", str(tmp_path / "none.png")],
+        [sys.executable, "-m", "x2i.app.cli", "generate", "--mllm", "m", "--flux", "f", "--alignnet", "a", "--image", str(tmp_path / "none.png")],
         capture_output=True, text=True,
     )
     assert result.returncode == 2
@@ -121,9 +121,9 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
 
 
 def test_distill_options_are_the_config_and_its_defaults():
-    from x2i.cli import build_parser
-    from x2i.distill import DistillConfig
+    from x2i.app.cli import build_parser
     from x2i.options import config_from_args
+    from x2i.training.distill import DistillConfig
 
     parser = build_parser()
     plain = config_from_args(DistillConfig, parser.parse_args(["distill", "--prompts", "p.txt", "--out", "run"]))
@@ -138,9 +138,9 @@ def test_distill_options_are_the_config_and_its_defaults():
 
 
 def test_lightcontrol_and_lora_options_are_their_configs():
-    from x2i.cli import build_parser
-    from x2i.finetune import LightControlConfig, LoraConfig
+    from x2i.app.cli import build_parser
     from x2i.options import config_from_args
+    from x2i.training.edit_training import LightControlConfig, LoraConfig
 
     parser = build_parser()
     plain = config_from_args(LightControlConfig, parser.parse_args(["lightcontrol", "train", "--triples", "t.jsonl", "--out", "run"]))
@@ -153,7 +153,7 @@ def test_lightcontrol_and_lora_options_are_their_configs():
 
 
 def test_mini_recipe_options_are_their_configs():
-    from x2i.cli import build_parser
+    from x2i.app.cli import build_parser
     from x2i.mini.mllm import MLLMConfig
     from x2i.mini.teacher import TeacherConfig
     from x2i.options import config_from_args
@@ -206,6 +206,6 @@ def test_distill_bad_input(tmp_path, tiny_models, capsys):
 
 
 def test_help_and_generate_options_do_not_import_the_trainers():
-    code = "import sys; from x2i.cli import build_parser; build_parser('generate'); build_parser('eval'); print(sorted(m for m in ('torch', 'diffusers', 'accelerate') if m in sys.modules))"
+    code = "import sys; from x2i.app.cli import build_parser; build_parser('generate'); build_parser('eval'); print(sorted(m for m in ('torch', 'diffusers', 'accelerate') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr[-2000:]

@@ -15,7 +15,7 @@ import pytest
 from safetensors.torch import load_file
 
 from x2i.errors import X2IError
-from x2i.prompts import global_batch, read_prompts
+from x2i.training.data import global_batch, read_captions
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -23,13 +23,13 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 @pytest.fixture(scope="module")
 def prompts(tmp_path_factory):
     path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
-    subprocess.run([sys.executable, "-m", "x2i.cli", "mini", "make-prompts", "--out", str(path), "--n", "200"], check=True, env=ENV)
+    subprocess.run([sys.executable, "-m", "x2i.app.cli", "mini", "make-prompts", "--out", str(path), "--n", "200"], check=True, env=ENV)
     return path
 
 
 def distill_command(prompts, out, steps, batch=2, *extra):
     return [
-        "-m", "x2i.cli", "distill", "--prompts", str(prompts), "--out", str(out), "--steps", str(steps),
+        "-m", "x2i.app.cli", "distill", "--prompts", str(prompts), "--out", str(out), "--steps", str(steps),
         "--batch", str(batch), "--pad-to", "128", "--lr", "1e-3", "--warmup", "2", "--timesteps", "mixed", "--sampling-steps", "20",
         "--refiner-layers", "1", *extra,
     ]
@@ -100,9 +100,9 @@ def test_two_processes_equal_one_with_their_summed_batch(prompts, tmp_path):
 
 def test_prompt_sources(tmp_path):
     (tmp_path / "a.txt").write_text("a red circle\n\n a blue square \n")
-    assert read_prompts(tmp_path / "a.txt") == ["a red circle", "a blue square"]
+    assert read_captions(tmp_path / "a.txt") == ["a red circle", "a blue square"]
     (tmp_path / "a.jsonl").write_text('{"caption_en": "a red circle"}\n{"caption_en": "a blue square"}\n')
-    assert read_prompts(tmp_path / "a.jsonl", "caption_en") == ["a red circle", "a blue square"]
+    assert read_captions(tmp_path / "a.jsonl", "caption_en") == ["a red circle", "a blue square"]
     shards = tmp_path / "shards"
     shards.mkdir()
     for n, caption in enumerate(["a red circle", "a blue square"]):
@@ -111,11 +111,11 @@ def test_prompt_sources(tmp_path):
             info = tarfile.TarInfo(f"{n:09d}.json")
             info.size = len(data)
             tar.addfile(info, BytesIO(data))
-    assert read_prompts(shards, "caption_en") == ["a red circle", "a blue square"]
+    assert read_captions(shards, "caption_en") == ["a red circle", "a blue square"]
     with pytest.raises(X2IError, match="no caption under key 'caption'"):
-        read_prompts(tmp_path / "a.jsonl", "caption")
+        read_captions(tmp_path / "a.jsonl", "caption")
     with pytest.raises(X2IError, match="does not exist"):
-        read_prompts(tmp_path / "missing.txt")
+        read_captions(tmp_path / "missing.txt")
 
 
 def test_global_batches_cover_every_prompt_once_per_epoch():
@@ -130,7 +130,7 @@ def test_keep_last_turns_all_but_the_last_tokens_into_padding():
     """What --prompt-dropout and answer-only mode do to a row."""
     import torch
 
-    from x2i.encoders.base import EncoderOutput
+    from x2i.inference.encoders.base import EncoderOutput
 
     hidden = torch.arange(2 * 3 * 8 * 4, dtype=torch.float32).view(2, 3, 8, 4)
     mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8])
@@ -143,12 +143,12 @@ def test_keep_last_turns_all_but_the_last_tokens_into_padding():
 
 
 def test_word_pairs_join_the_tokens_that_read_the_same_characters():
-    from x2i.distill import word_pairs
-    from x2i.loaders import load_encoder, load_flux
-    from x2i.mini import weights_dir
-    from x2i.request import Request
+    from x2i.inference.loaders import load_encoder, load_flux
+    from x2i.inference.request import Request
+    from x2i.inference.locations import locate
+    from x2i.training.distill import word_pairs
 
-    flux, encoder = load_flux(weights_dir("teacher"), text_encoders=True), load_encoder(weights_dir("mllm"))
+    flux, encoder = load_flux(locate("mini", "flux"), text_encoders=True), load_encoder(locate("mini", "mllm"))
     captions = ["A big purple square near the bottom, and a small blue triangle on the left side.", "a red circle"]
     states = encoder.encode([Request(c) for c in captions], pad_to=128)
     pairs = word_pairs(flux.tokenizer_2, encoder, captions, 32, states.hidden_states.shape[2])

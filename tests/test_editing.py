@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from x2i.cli import main
+from x2i.app.cli import main
 from x2i.errors import X2IError
-from x2i.lightcontrol import LightControl
-from x2i.request import Request
+from x2i.inference.lightcontrol import LightControl
+from x2i.inference.request import Request
 
 TINY_BRANCH = ["--channels", "8", "8", "8", "--norm-groups", "4"]
 
@@ -92,17 +92,17 @@ def test_untrained_branch_changes_nothing_and_a_trained_one_does(pipeline):
 def test_a_training_step_reads_the_source_never_the_target(tiny_models, triples, tmp_path, monkeypatch):
     """Spy on everything a step feeds the models: the branch and the MLLM see only source pixels;
     the target enters as the flow-matching pair (noised latents, velocity) of the loss."""
-    from x2i import finetune
-    from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
+    from x2i.training import edit_training
+    from x2i.inference.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
 
     seen_by_branch, seen_by_mllm = [], []
     branch_forward, encode = LightControl.forward, Qwen2_5_VLEncoder.encode
     monkeypatch.setattr(LightControl, "forward", lambda self, image, t: seen_by_branch.append(image.detach().clone()) or branch_forward(self, image, t))
     monkeypatch.setattr(Qwen2_5_VLEncoder, "encode", lambda self, requests, **kw: seen_by_mllm.extend(requests) or encode(self, requests, **kw))
-    config = finetune.LightControlConfig(triples=str(triples), out=str(tmp_path / "run"), steps=2, batch=3, lr=1e-3, warmup=0,
+    config = edit_training.LightControlConfig(triples=str(triples), out=str(tmp_path / "run"), steps=2, batch=3, lr=1e-3, warmup=0,
                                          mllm=str(tiny_models["mllm"]), flux=str(tiny_models["flux"]), alignnet=str(tiny_models["alignnet"]),
                                          channels=(8, 8, 8), norm_groups=4, progress=False)
-    finetune.train_lightcontrol(config)
+    edit_training.train_lightcontrol(config)
 
     assert len(seen_by_branch) == 2 and len(seen_by_mllm) == 6
     for image in seen_by_branch:  # [-1, 1] pixels: red high, blue low in every source
@@ -183,7 +183,7 @@ def test_lora_train_saves_what_diffusers_loads(tiny_models, triples, tmp_path):
 
 
 def test_editing_bad_input_is_one_clear_line(tiny_models, triples, tmp_path, capsys):
-    from x2i.mini import weights_dir
+    from x2i.inference.locations import locate
 
     source = tmp_path / "source.png"
     flat("red").save(source)
@@ -193,12 +193,12 @@ def test_editing_bad_input_is_one_clear_line(tiny_models, triples, tmp_path, cap
     cases = {
         "branch for another FLUX": (["generate", *models, "--image", str(source), "--prompt", "x", "--lightcontrol", "mini"],
                                     "made for a FLUX with 2 double blocks"),
-        "LoRA for another FLUX": (["generate", *models, "--image", str(source), "--prompt", "x", "--lora", str(weights_dir("lora"))],
+        "LoRA for another FLUX": (["generate", *models, "--image", str(source), "--prompt", "x", "--lora", str(locate("mini", "lora"))],
                                   "made for a FLUX of another width"),
         "no image": (["generate", *models, "--prompt", "x", "--lightcontrol", "mini"], "give one with --image"),
         "not a branch": (["generate", *models, "--image", str(source), "--prompt", "x", "--lightcontrol", str(tmp_path)], "not a LightControl directory"),
         "missing LoRA": (["generate", *models, "--image", str(source), "--prompt", "x", "--lora", str(tmp_path / "none")], "does not exist"),
-        "missing triples": (["lightcontrol", "train", "--triples", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "r")], "do not exist"),
+        "missing triples": (["lightcontrol", "train", "--triples", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "r")], "does not exist"),
         "triple image missing": (["lora", "train", "--triples", str(bad_triples), "--out", str(tmp_path / "r")], "does not exist"),
     }
     for name, (argv, message) in cases.items():
@@ -212,7 +212,7 @@ def test_triples_from_webdataset_shards(tmp_path):
     import io
     import tarfile
 
-    from x2i.triples import read_triples
+    from x2i.training.data import read_triples
 
     shard = tmp_path / "edits-000.tar"
     with tarfile.open(shard, "w") as tar:
@@ -235,8 +235,8 @@ def test_triples_from_webdataset_shards(tmp_path):
 def test_training_conditions_on_the_road_and_writes_each_triples_answer_once(tiny_models, triples, tmp_path, monkeypatch):
     """On the answer road the MLLM answers each triple once (greedy answers do not change), and
     AlignNet reads the answer as it will at inference."""
-    from x2i import finetune
-    from x2i.pipeline import X2IPipeline
+    from x2i.training import edit_training
+    from x2i.inference.pipeline import X2IPipeline
 
     asked, read = [], []
     monkeypatch.setattr(X2IPipeline, "answer", lambda self, requests, max_new_tokens=128: asked.extend(r.text for r in requests)
@@ -244,9 +244,9 @@ def test_training_conditions_on_the_road_and_writes_each_triples_answer_once(tin
     encode = X2IPipeline.encode
     monkeypatch.setattr(X2IPipeline, "encode", lambda self, requests, condition_on=None, readings=None:
                         read.extend(x.answer for x in readings) or encode(self, requests, condition_on, readings))
-    config = finetune.LightControlConfig(triples=str(triples), out=str(tmp_path / "run"), steps=4, batch=3, lr=1e-3, warmup=0,
+    config = edit_training.LightControlConfig(triples=str(triples), out=str(tmp_path / "run"), steps=4, batch=3, lr=1e-3, warmup=0,
                                          mllm=str(tiny_models["mllm"]), flux=str(tiny_models["flux"]), alignnet=str(tiny_models["alignnet"]),
                                          channels=(8, 8, 8), norm_groups=4, progress=False, condition_on="answer")
-    finetune.train_lightcontrol(config)
+    edit_training.train_lightcontrol(config)
     assert len(read) == 12 and all(a.startswith("a blue square for make it blue") for a in read)
     assert sorted(asked) == sorted(set(asked)) and len(asked) == 6  # 4 steps of 3 over 6 triples: each answered once

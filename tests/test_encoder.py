@@ -5,11 +5,11 @@ import json
 
 import pytest
 import torch
-
 from conftest import random_image
-from x2i.loaders import load_encoder
+
 from x2i.errors import X2IError
-from x2i.request import Request, format_prompt
+from x2i.inference.loaders import load_encoder
+from x2i.inference.request import Request, format_prompt
 
 
 def test_prompts_are_left_padded_and_formatted_as_in_training(encoder):

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from x2i.cli import main
+from x2i.app.cli import main
 from x2i.errors import X2IError
 from x2i.mini.eval import case_inputs, load_cases, make_cases, summarize
 from x2i.mini.language import WORDS

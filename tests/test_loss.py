@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from x2i.loss import attention_kd_loss, attention_kd_term
 from x2i.errors import X2IError
+from x2i.training.loss import attention_kd_loss, attention_kd_term
 
 
 def reference_term(teacher, student, temperature):
@@ -56,8 +56,8 @@ from typing import NamedTuple  # noqa: E402
 
 from diffusers import FluxTransformer2DModel  # noqa: E402
 
-from x2i.conditioning import FluxConditioning  # noqa: E402
-from x2i.loss import AttentionTaps, FluxInputs, distillation_loss  # noqa: E402
+from x2i.inference.conditioning import FluxConditioning  # noqa: E402
+from x2i.training.loss import AttentionTaps, FluxInputs, distillation_loss  # noqa: E402
 
 
 def tiny_transformer():

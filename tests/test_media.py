@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_clip, write_sound
 from transformers import Qwen2VLImageProcessorPil
 
-from conftest import write_clip, write_sound
-from x2i.encoders.video_processor import QwenVideoProcessor
 from x2i.errors import X2IError
+from x2i.inference.encoders.video_processor import QwenVideoProcessor
 from x2i.media import Audio, Video
 
 DATA = Path(__file__).parent / "data"

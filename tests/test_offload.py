@@ -5,11 +5,11 @@ says in one line when a mode needs CUDA that the machine does not have."""
 import numpy as np
 import pytest
 import torch
-
-from x2i.cli import main
-from x2i.pipeline import X2IPipeline
-from x2i.request import Request
 from conftest import random_image
+
+from x2i.app.cli import main
+from x2i.inference.pipeline import X2IPipeline
+from x2i.inference.request import Request
 
 
 def images(pipe):

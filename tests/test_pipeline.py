@@ -4,13 +4,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from conftest import random_image
-from x2i.alignnet import AlignNet
+
 from x2i.errors import X2IError
-from x2i.loaders import load_flux
-from x2i.pipeline import X2IPipeline
-from x2i.request import Request
+from x2i.inference.alignnet import AlignNet
+from x2i.inference.loaders import load_flux
+from x2i.inference.pipeline import X2IPipeline
+from x2i.inference.request import Request
 
 SMALL = dict(height=32, width=32, num_inference_steps=3)
 

@@ -5,13 +5,13 @@ refusals of what a reader cannot take."""
 import numpy as np
 import pytest
 import torch
-
 from conftest import random_image, write_clip, write_sound
-from x2i.alignnet import PRESETS
+
 from x2i.errors import X2IError
-from x2i.loaders import encoder_class, load_encoder
+from x2i.inference.alignnet import PRESETS
+from x2i.inference.loaders import encoder_class, load_encoder
+from x2i.inference.request import Request
 from x2i.media import Audio, Video
-from x2i.request import Request
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_official_internvl_alignnets_fit_internvl_of_their_shapes(encoders):
     give the hidden states the authors' AlignNets read."""
     from transformers import InternVLConfig, InternVLForConditionalGeneration
 
-    from x2i.encoders import InternVLEncoder
+    from x2i.inference.encoders import InternVLEncoder
 
     text = {
         "internvl2.5-1b": dict(num_hidden_layers=24, hidden_size=896, intermediate_size=4864, num_attention_heads=14, num_key_value_heads=2),

@@ -5,11 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_clip, write_sound
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import write_clip, write_sound
-from x2i.cli import main
+from x2i.app.cli import main
 
 READERS = ["qwen2_5_vl", "internvl", "qwen2_5_omni"]
 

@@ -6,11 +6,17 @@ import random
 import numpy as np
 import torch
 
-from x2i.cli import main
-from x2i.loaders import load_encoder
-from x2i.mini import weights_dir
-from x2i.mini.mllm import sample_with_scene
-from x2i.mini.readout import english_word_ids, hub_loss, image_cells, object_tokens, readout
+from x2i.app.cli import main
+from x2i.inference.loaders import load_encoder
+from x2i.inference.locations import locate
+from x2i.mini.examples import sample_with_scene
+from x2i.mini.readout import (
+    english_word_ids,
+    hub_loss,
+    image_cells,
+    object_tokens,
+    readout,
+)
 from x2i.mini.world import RGB, random_scene, render
 
 
@@ -32,7 +38,7 @@ def test_image_cells_hold_the_objects_pixels():
 
 
 def test_object_tokens_find_caption_words_and_image_tokens():
-    encoder = load_encoder(weights_dir("mllm"))
+    encoder = load_encoder(locate("mini", "mllm"))
     tokenizer = encoder.processor.tokenizer
     rng = random.Random(4)
     for task in ("text2image", "image2image", "multiimage2image", "imagetext2image"):
@@ -57,7 +63,7 @@ def test_object_tokens_find_caption_words_and_image_tokens():
 
 
 def test_hub_loss_trains_toward_the_english_words():
-    encoder = load_encoder(weights_dir("mllm"))
+    encoder = load_encoder(locate("mini", "mllm"))
     model = encoder.model
     torch.nn.init.normal_(model.lm_head.weight, std=0.02)  # the shipped head already meets the objective
     model.lm_head.requires_grad_(True)
@@ -79,7 +85,7 @@ def test_hub_loss_trains_toward_the_english_words():
 
 
 def test_readout_report_and_command(capsys):
-    encoder = load_encoder(weights_dir("mllm"))
+    encoder = load_encoder(locate("mini", "mllm"))
     report = readout(encoder, n=6, seed=1)
     assert list(report) == ["image", "en", "zh", "fr", "de", "es"]
     layers = encoder.num_hidden_states  # the embeddings and every decoder layer
@@ -94,6 +100,6 @@ def test_readout_report_and_command(capsys):
 def test_shipped_mllm_reads_out_as_english_words():
     """The semantic-hub property of the shipped mini MLLM (BENCHMARKS.md: 0.98-1.00 from layer 1
     on, for images and captions in every language; 0.15-0.48 before the objective)."""
-    report = readout(load_encoder(weights_dir("mllm")), n=30, seed=11)
+    report = readout(load_encoder(locate("mini", "mllm")), n=30, seed=11)
     for line, scores in report.items():
         assert min(scores["color"][-2:] + scores["shape"][-2:]) >= 0.9, line

@@ -4,13 +4,13 @@ both; "auto" by the kind of request, as the AlignNet's own `roads` say."""
 import numpy as np
 import pytest
 import torch
-
 from conftest import random_image
-from x2i.alignnet import AlignNet
+
 from x2i.errors import X2IError
-from x2i.pipeline import Reading, X2IPipeline
-from x2i.request import Request, request_kind
-from x2i.session import Session
+from x2i.inference.alignnet import AlignNet
+from x2i.inference.pipeline import Reading, X2IPipeline
+from x2i.inference.request import Request, request_kind
+from x2i.inference.session import Session
 
 SMALL = dict(height=32, width=32, num_inference_steps=2)
 
@@ -48,7 +48,7 @@ def test_the_answer_road_reads_the_answer_as_an_english_prompt(answering):
 def test_prompt_and_answer_are_read_in_one_pass(answering):
     request = Request("ein roter Kreis")
     states = answering.encoder.encode([request], pad_to=answering.pad_to, answers=["a large red circle on the left 0"])
-    from x2i.conditioning import condition
+    from x2i.inference.conditioning import condition
 
     assert same(answering.encode([request], "prompt+answer"), condition(answering.alignnet, states))
 

@@ -4,8 +4,8 @@ failure becomes a one-line message in the page."""
 import gradio as gr
 import pytest
 
+from x2i.app.serve import accepted_suffixes, build_app, open_uploads, user_message
 from x2i.errors import X2IError
-from x2i.serve import accepted_suffixes, build_app, open_uploads, user_message
 
 
 class FakeEncoder:
@@ -65,7 +65,8 @@ def test_the_app_generates_from_a_sound_with_a_reader_that_hears(tiny_readers, t
     """The Generate tab's handler over the tiny Qwen2.5-Omni: a sound upload makes a picture, and
     its caption names the upload."""
     from conftest import write_sound
-    from x2i.pipeline import X2IPipeline
+
+    from x2i.inference.pipeline import X2IPipeline
 
     paths = tiny_readers["qwen2_5_omni"]
     pipe = X2IPipeline.from_pretrained(paths["mllm"], paths["flux"], paths["alignnet"])

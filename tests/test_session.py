@@ -7,8 +7,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from x2i.cli import main
-from x2i.session import Session
+from x2i.app.cli import main
+from x2i.inference.session import Session
 
 
 def test_each_turn_edits_the_last_picture_and_reads_the_earlier_turns(pipeline):

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from x2i.loaders import load_encoder
-from x2i.mini import weights_dir
+from x2i.inference.loaders import load_encoder
+from x2i.inference.locations import locate
 from x2i.mini.language import caption, edit, words
 from x2i.mini.mllm import MLLMConfig, build_mini_tokenizer
 from x2i.mini.world import LANGUAGES, random_edit, random_scene
@@ -36,7 +36,7 @@ def test_words_cut_chinese_as_a_dictionary_segmenter_does():
 
 @pytest.mark.parametrize("which", ["recipe", "shipped"])
 def test_tokens_stay_within_words_in_every_language(which):
-    tokenizer = build_mini_tokenizer(MLLMConfig()) if which == "recipe" else load_encoder(weights_dir("mllm")).processor.tokenizer
+    tokenizer = build_mini_tokenizer(MLLMConfig()) if which == "recipe" else load_encoder(locate("mini", "mllm")).processor.tokenizer
     rng = random.Random(404)
     for lang in LANGUAGES:
         lengths = []

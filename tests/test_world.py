@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 
 from x2i.mini.language import WORDS, caption, caption_with_spans, describe, edit
-from x2i.mini.world import EDIT_OPS, LANGUAGES, POSITIONS, apply_edit, combine, random_edit, random_scene, render
+from x2i.mini.world import (
+    EDIT_OPS,
+    LANGUAGES,
+    POSITIONS,
+    apply_edit,
+    combine,
+    random_edit,
+    random_scene,
+    render,
+)
 
 
 def word(lang, attr, value):

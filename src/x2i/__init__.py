@@ -9,23 +9,23 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "AlignNet": "x2i.alignnet",
-    "AlignNetOutput": "x2i.alignnet",
+    "AlignNet": "x2i.inference.alignnet",
+    "AlignNetOutput": "x2i.inference.alignnet",
     "Audio": "x2i.media",
     "Video": "x2i.media",
-    "InternVLEncoder": "x2i.encoders",
-    "Qwen2_5OmniEncoder": "x2i.encoders",
-    "PRESETS": "x2i.alignnet",
-    "EncoderOutput": "x2i.encoders",
-    "LightControl": "x2i.lightcontrol",
-    "MLLMEncoder": "x2i.encoders",
-    "Qwen2_5_VLEncoder": "x2i.encoders",
-    "load_encoder": "x2i.loaders",
+    "InternVLEncoder": "x2i.inference.encoders",
+    "Qwen2_5OmniEncoder": "x2i.inference.encoders",
+    "PRESETS": "x2i.inference.alignnet",
+    "EncoderOutput": "x2i.inference.encoders",
+    "LightControl": "x2i.inference.lightcontrol",
+    "MLLMEncoder": "x2i.inference.encoders",
+    "Qwen2_5_VLEncoder": "x2i.inference.encoders",
+    "load_encoder": "x2i.inference.loaders",
     "X2IError": "x2i.errors",
-    "X2IPipeline": "x2i.pipeline",
-    "Request": "x2i.request",
-    "Session": "x2i.session",
-    "format_prompt": "x2i.request",
+    "X2IPipeline": "x2i.inference.pipeline",
+    "Request": "x2i.inference.request",
+    "Session": "x2i.inference.session",
+    "format_prompt": "x2i.inference.request",
 }
 
 __all__ = sorted(_EXPORTS)

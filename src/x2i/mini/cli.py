@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from x2i.errors import X2IError
-from x2i.request import CONDITION_ON
+from x2i.inference.request import CONDITION_ON
 
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 
@@ -62,7 +62,7 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
         "readout", formatter_class=DEFAULTS,
         help="how well an MLLM's states, layer by layer, read out as the scene's English words through its LM head",
     )
-    readout.add_argument("--mllm", default=None, help="an MLLM directory (default: the shipped mini MLLM)")
+    readout.add_argument("--mllm", default="mini", help="an MLLM directory (mini: the shipped mini MLLM)")
     readout.add_argument("--n", type=int, default=200, help="scenes per line (images; captions in each language)")
     readout.add_argument("--seed", type=int, default=2025)
     readout.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -70,7 +70,7 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
 
     answers = steps.add_parser("answers", formatter_class=DEFAULTS,
                                help="the MLLM's exact-match answers on fresh requests, per task and language")
-    answers.add_argument("--mllm", default=None, help="an MLLM directory (default: the shipped mini MLLM)")
+    answers.add_argument("--mllm", default="mini", help="an MLLM directory (mini: the shipped mini MLLM)")
     answers.add_argument("--n", type=int, default=200, help="requests per line")
     answers.add_argument("--seed", type=int, default=777)
     answers.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -84,8 +84,8 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
     transfer.add_argument("--n", type=int, default=40, help="fresh cases per task and language")
     transfer.add_argument("--seed", type=int, default=3, help="seed of the cases, their wording, renders and noise")
     transfer.add_argument("--steps", type=int, default=20, help="denoising steps of the judged pictures")
-    transfer.add_argument("--mllm", default=None, help="default: the shipped mini MLLM")
-    transfer.add_argument("--alignnet", default=None, help="default: the shipped mini AlignNet")
+    transfer.add_argument("--mllm", default="mini", help="mini: the shipped mini MLLM")
+    transfer.add_argument("--alignnet", default="mini", help="mini: the shipped mini AlignNet")
     transfer.add_argument("--condition-on", default=None, choices=CONDITION_ON,
                           help="the road the student reads (default: the pipeline's, auto)")
     transfer.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -183,11 +183,10 @@ def run_train_mllm(args) -> None:
 
 
 def run_readout(args) -> None:
-    from x2i.loaders import load_encoder
-    from x2i.mini import weights_dir
+    from x2i.inference.loaders import load_encoder
     from x2i.mini.readout import readout
 
-    report = readout(load_encoder(args.mllm or weights_dir("mllm")), args.n, args.seed)
+    report = readout(load_encoder(args.mllm), args.n, args.seed)
     if args.json:
         print(json.dumps(report))
         return
@@ -199,16 +198,15 @@ def run_readout(args) -> None:
 
 
 def run_transfer(args) -> None:
-    from x2i.loaders import load_alignnet, load_encoder, load_flux
-    from x2i.mini import weights_dir
+    from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
+    from x2i.inference.pipeline import X2IPipeline
     from x2i.mini.eval import make_cases
     from x2i.mini.transfer import KINDS, transfer
-    from x2i.pipeline import X2IPipeline
 
     if args.n < 1 or args.steps < 1:
         raise X2IError("--n and --steps must be at least 1")
-    teacher = load_flux(weights_dir("teacher"), text_encoders=True)
-    pipe = X2IPipeline(load_encoder(args.mllm or weights_dir("mllm")), load_alignnet(args.alignnet or weights_dir("alignnet")), teacher)
+    teacher = load_flux("mini", text_encoders=True)
+    pipe = X2IPipeline(load_encoder(args.mllm), load_alignnet(args.alignnet), teacher)
     report = transfer(pipe, teacher, make_cases(args.n, seed=args.seed), args.seed, args.steps, args.condition_on)
     if args.json:
         print(json.dumps(report))
@@ -220,13 +218,12 @@ def run_transfer(args) -> None:
 
 
 def run_answers(args) -> None:
-    from x2i.loaders import load_encoder
-    from x2i.mini import weights_dir
+    from x2i.inference.loaders import load_encoder
     from x2i.mini.mllm import answer_accuracy
 
     if args.n < 1:
         raise X2IError("--n must be at least 1")
-    report = answer_accuracy(load_encoder(args.mllm or weights_dir("mllm")), args.n, args.seed)
+    report = answer_accuracy(load_encoder(args.mllm), args.n, args.seed)
     if args.json:
         print(json.dumps(report))
         return

@@ -21,10 +21,24 @@ import torch
 from tqdm.auto import tqdm
 
 from x2i.errors import X2IError
-from x2i.jsonl import read_jsonl
+from x2i.inference.request import Request
 from x2i.mini.judge import read_objects, scene_correct
 from x2i.mini.language import caption, instruction
-from x2i.mini.world import ATTRIBUTES, EDIT_OPS, LANGUAGES, POSITIONS, TASKS, VALUES, apply_edit, combine, random_edit, random_object, random_scene, render
+from x2i.mini.world import (
+    ATTRIBUTES,
+    EDIT_OPS,
+    LANGUAGES,
+    POSITIONS,
+    TASKS,
+    VALUES,
+    apply_edit,
+    combine,
+    random_edit,
+    random_object,
+    random_scene,
+    render,
+)
+from x2i.training.data import read_jsonl
 
 # ---- cases --------------------------------------------------------------------------------------
 
@@ -149,6 +163,26 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
+def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: str = "mini", alignnet: str = "mini",
+             lightcontrol: str | None = None, lora: str | None = None, lora_scale: float = 1.0, lightcontrol_scale: float = 1.0,
+             condition_on: str | None = None, seed: int = 0, steps: int = 20, device: str = "cpu") -> tuple[dict, list[dict]]:
+    """`x2i eval`: the report ({"teacher": summary, "student": summary, "n": cases}; a model not
+    scored is None) and every judged result. The student denoises with the teacher's FLUX."""
+    from x2i.inference.loaders import load_flux
+    from x2i.inference.pipeline import X2IPipeline
+
+    report, results = {"teacher": None, "student": None, "n": len(cases)}, []
+    if models in ("both", "teacher"):
+        results += run_teacher(load_flux(flux, text_encoders=True).to(device), cases, seed=seed, steps=steps)
+        report["teacher"] = summarize(results)
+    if models in ("both", "student"):
+        student = X2IPipeline.from_pretrained(mllm, flux, alignnet, device=device, lightcontrol=lightcontrol, lora=lora, lora_scale=lora_scale)
+        student_results = run_student(student, cases, seed=seed, steps=steps, condition_on=condition_on, lightcontrol_scale=lightcontrol_scale)
+        report["student"] = summarize(student_results)
+        results += student_results
+    return report, results
+
+
 @torch.no_grad()
 def run_teacher(teacher, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True, cfg: float = 1.0):
     """Images from the teacher (FluxPipeline with T5/CLIP) for the English text2image cases;
@@ -178,8 +212,6 @@ def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int =
     pipeline's) and `lightcontrol_scale` as in X2IPipeline. A LightControl branch, when the pipeline
     has one, serves every case with an input image: text-only cases and image cases never share a
     batch. Each result says which road its case took and the MLLM's answer, if one was written."""
-    from x2i.request import Request
-
     text_only = [(i, c) for i, c in enumerate(cases) if not c.get("images")]
     with_images = [(i, c) for i, c in enumerate(cases) if c.get("images")]
     batches = [group[start : start + batch] for group in (text_only, with_images) for start in range(0, len(group), batch)]

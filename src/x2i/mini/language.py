@@ -16,7 +16,6 @@ import re
 
 from x2i.mini.world import COLORS, EDIT_OPS, LANGUAGES, POSITIONS, apply_edit
 
-
 WORDS = {
     "en": {
         "shape": {"circle": "circle", "square": "square", "triangle": "triangle"},

@@ -1,23 +1,14 @@
 """The mini MLLM: a Qwen2.5-VL that understands the mini world, trained here from scratch.
 
 It is the real `Qwen2_5_VLForConditionalGeneration` with a byte-level BPE tokenizer trained on the
-world's five languages, saved so that `x2i.encoders.load_encoder` loads it exactly as it loads the
-real model. It is made in the three stages real MLLMs are made in (Qwen2.5-VL, LLaVA):
+world's five languages, saved so that `x2i.load_encoder` loads it exactly as it loads the real model. It is made in the three stages real MLLMs are made in (Qwen2.5-VL, LLaVA):
 
 1. language model: next-token prediction on text of the world in five languages (captions, half
    of them beside a translation as parallel text on the web is, edit instructions, questions);
 2. vision-language alignment: the vision tower learns to caption images (in English) for the
    frozen language model;
-3. instruction tuning, everything trained, on the world's tasks put through the same
-   `Qwen2_5_VLEncoder.chat` / `format_prompt` that X2I uses:
-
-- text2image:       a caption in any of the five languages  -> the scene in canonical English
-- image2image:      one image                                -> its scene
-- imagetext2image:  an image + an edit instruction (any lang) -> the edited scene
-- multiimage2image: two single-object images                 -> the scene holding both
-- conversation:     a caption and its answer, then the picture + an edit instruction -> the edited scene
-                    (two turns, as `x2i.Session` puts them; real MLLMs are tuned on multi-turn chats)
-- question:         an image + a question                    -> a short answer
+3. instruction tuning, everything trained, on the world's tasks (`x2i.mini.examples`) put through
+   the same `Qwen2_5_VLEncoder.chat` / `format_prompt` that X2I uses.
 
 Two training-only objectives stand in for properties measured in large MLLMs that a 4-layer model
 does not get by itself (docs/mini-world.md): the semantic hub (`x2i.mini.readout.hub_loss`: an
@@ -34,17 +25,35 @@ from pathlib import Path
 import torch
 from transformers import Qwen2VLImageProcessorPil
 
-from x2i.mini.training import train_loop
-from x2i.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
-from x2i.mini.language import CJK, WORDS, caption, caption_with_spans, describe, edit, words
-from x2i.mini.readout import Example, english_word_ids, hub_loss, object_tokens
-from x2i.mini.world import COLORS, IMAGE_SIZE, LANGUAGES, POSITIONS, SHAPES, SIZES, combine, random_edit, random_object, random_scene, render
+from x2i.architectures import (
+    QWEN_VL_CHAT_TEMPLATE,
+    build_qwen2_5_vl,
+    build_qwen_tokenizer,
+    save_qwen2_5_vl,
+)
+from x2i.inference.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
+from x2i.mini.examples import (
+    TRAINING_MIX,
+    Example,
+    caption_example,
+    question,
+    sample_with_scene,
+    text_document,
+)
+from x2i.mini.language import CJK, caption, describe, edit, words
+from x2i.mini.readout import english_word_ids, hub_loss, object_tokens
+from x2i.mini.world import (
+    COLORS,
+    IMAGE_SIZE,
+    LANGUAGES,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    random_edit,
+    random_scene,
+)
 from x2i.options import option
-from x2i.request import Request
-from x2i.tiny import QWEN_VL_CHAT_TEMPLATE, build_qwen2_5_vl, build_qwen_tokenizer, save_qwen2_5_vl
-
-# The instruction-tuning mix: the world's tasks, and questions about an image (an MLLM-only task).
-TRAINING_MIX = {"text2image": 3, "image2image": 2, "imagetext2image": 4, "multiimage2image": 1, "conversation": 1, "question": 1}
+from x2i.training.loop import train_loop
 
 
 @dataclass
@@ -66,76 +75,6 @@ class MLLMConfig:
     hub_layers: int = option(2, "the last layers the semantic-hub objective reads")
     probe_weight: float = option(1.0, "weight of the scene probe's loss next to the answer's, stage 3 (0: no probe)")
     probe_tokens: int = option(6, "prompt tokens the probe reads: the chat template's closing ones")
-
-
-def question(scene: dict, rng: random.Random) -> tuple[str, str]:
-    """An English question about the scene and its short answer."""
-    objects = scene["objects"]
-    obj = rng.choice(objects)
-    name = f"{obj['color']} {obj['shape']}"
-    kind = rng.choice(("count", "color", "shape", "where", "size"))
-    if kind == "count":
-        return "how many objects are there?", ("one", "two")[len(objects) - 1]
-    if kind == "color":
-        return f"what color is the {obj['shape']} {WORDS['en']['position'][obj['position']][0]}?", obj["color"]
-    if kind == "shape":
-        return f"what shape is {WORDS['en']['position'][obj['position']][0]}?", obj["shape"]
-    if kind == "where":
-        return f"where is the {name}?", WORDS["en"]["position"][obj["position"]][0]
-    return f"is the {name} small or large?", obj["size"]
-
-
-def sample_example(rng: random.Random, task: str | None = None) -> tuple[Request, str]:
-    """One training request (of `task`, or one drawn by TRAINING_MIX's weights) and the answer to give."""
-    example = sample_with_scene(rng, task)
-    return example.request, example.answer
-
-
-def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | None = None) -> Example:
-    """A request, its answer, the scene it is about (the result, for edits and pairs), and where
-    the request shows each object."""
-    task = task or rng.choices(list(TRAINING_MIX), weights=list(TRAINING_MIX.values()))[0]
-    lang = lang or rng.choice(LANGUAGES)
-    scene = random_scene(rng)
-    in_image = [(obj, ("image", 0)) for obj in scene["objects"]]
-    if task == "text2image":
-        text, spans = caption_with_spans(scene, lang, rng)
-        return Example(Request(text), describe(scene), scene, [(obj, ("text", span)) for obj, span in zip(scene["objects"], spans)])
-    if task == "image2image":
-        return Example(Request("", [render(scene, rng)]), describe(scene), scene, in_image)
-    if task == "imagetext2image":
-        text, result = edit(scene, random_edit(scene, rng), lang, rng)
-        return Example(Request(text, [render(scene, rng)]), describe(result), result, in_image)
-    if task == "conversation":  # turn 1 drew the caption; turn 2 edits that picture
-        history = [(Request(caption(scene, lang, rng)), describe(scene))]
-        text, result = edit(scene, random_edit(scene, rng), lang, rng)
-        return Example(Request(text, [render(scene, rng)], history=history), describe(result), result, in_image)
-    if task == "multiimage2image":
-        a, b = ({"objects": [random_object(rng, p)]} for p in rng.sample(POSITIONS, 2))
-        both = combine([a, b])
-        return Example(Request("", [render(a, rng), render(b, rng)]), describe(both), both,
-                       [(a["objects"][0], ("image", 0)), (b["objects"][0], ("image", 1))])
-    q, answer = question(scene, rng)
-    return Example(Request(q, [render(scene, rng)]), answer, scene, in_image)
-
-
-def caption_example(rng: random.Random) -> Example:
-    """Stage 2: an image and an English caption of it."""
-    scene = random_scene(rng)
-    return Example(Request("", [render(scene, rng)]), caption(scene, "en", rng), scene, [(obj, ("image", 0)) for obj in scene["objects"]])
-
-
-def text_document(rng: random.Random) -> str:
-    """Stage 1: a short text of the world: a caption (half the time beside its translation into
-    another language), then an edit instruction or a question with its answer, or nothing."""
-    scene = random_scene(rng)
-    lines = [caption(scene, lang, rng) for lang in rng.sample(LANGUAGES, rng.choice((1, 2)))]
-    kind = rng.random()
-    if kind < 1 / 3:
-        lines.append(edit(scene, random_edit(scene, rng), rng.choice(LANGUAGES), rng)[0])
-    elif kind < 2 / 3:
-        lines.append(" ".join(question(scene, rng)))
-    return "\n".join(lines)
 
 
 # ---- the scene probe -----------------------------------------------------------------------------

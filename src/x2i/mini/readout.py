@@ -18,25 +18,21 @@ read English caption states, and meets the same states when the input is French 
 from __future__ import annotations
 
 import random
-from typing import NamedTuple
 
 import torch
 
 from x2i.errors import X2IError
-from x2i.mini.world import ATTRIBUTES, CENTERS, COLORS, HALF_EXTENT, IMAGE_SIZE, LANGUAGES, SHAPES, VALUES
-from x2i.request import Request
-
-
-class Example(NamedTuple):
-    """A request put to the MLLM, the answer it should give, the scene that answer describes, and
-    what the request shows: (object, ("image", k)) for an object in its k-th image, (object,
-    ("text", (start, end))) for an object whose words are those characters of its text."""
-
-    request: Request
-    answer: str
-    scene: dict
-    shown: list[tuple[dict, tuple]]
-
+from x2i.mini.examples import Example, sample_with_scene
+from x2i.mini.world import (
+    ATTRIBUTES,
+    CENTERS,
+    COLORS,
+    HALF_EXTENT,
+    IMAGE_SIZE,
+    LANGUAGES,
+    SHAPES,
+    VALUES,
+)
 
 # An image token covers an object when it overlaps the object's box by at least this share of the
 # box (slivers left out; renders shift objects by up to 1.5 px, and a triangle's pixels sit low).
@@ -70,18 +66,16 @@ def object_tokens(encoder, inputs, examples: list[Example], answered: bool) -> l
         row_grids = grids[image_index : image_index + len(example.request.images)].tolist() if grids is not None else []
         image_index += len(row_grids)
         starts = [sum(t * h * w // merge**2 for t, h, w in row_grids[:k]) for k in range(len(row_grids))]
-        located = None
+        in_text = [(obj, where) for obj, (kind, where) in example.shown if kind == "text"]
         for obj, (kind, where) in example.shown:
             if kind == "image":
                 cells = image_cells(obj, row_grids[where][2] // merge)
                 found.append((row, [positions[starts[where] + c] for c in cells], obj))
-                continue
-            located = located or encoder.caption_token_ends(example.request.text, example.answer if answered else None)
-            if located is None:
-                continue  # quotes move the caption's characters: no text positions for this request
-            start, ends = located
-            shift = inputs["input_ids"].shape[1] - len(ends)  # left padding
-            found.append((row, [int(torch.searchsorted(ends, start + where[1] - 1, right=True)) + shift], obj))
+        if in_text:
+            ends = encoder.caption_tokens(example.request.text, [where[1] for _, where in in_text], inputs["input_ids"].shape[1],
+                                          example.answer if answered else None)
+            # None: quotes move the caption's characters, no text positions for this request
+            found += [(row, [j], obj) for (obj, _), j in zip(in_text, ends or [])]
     return found
 
 
@@ -123,8 +117,6 @@ def readout(encoder, n: int = 100, seed: int = 2025) -> dict[str, dict[str, list
     """For images and for captions in each language: per layer (0 = embeddings), the share of
     objects whose states, averaged over their tokens and read through the LM head, rank the
     object's color first among the six English color words, and its shape among the three."""
-    from x2i.mini.mllm import sample_with_scene
-
     rng = random.Random(seed)
     word_ids = english_word_ids(encoder.processor.tokenizer)
     lines = {"image": [sample_with_scene(rng, "image2image") for _ in range(n)]}

@@ -24,16 +24,33 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling
+from diffusers import (
+    AutoencoderKL,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+)
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
 
-from x2i.mini.training import train_loop
-from x2i.options import option
-from x2i.tiny import build_flux_transformer, build_flux_vae
+from x2i.architectures import build_flux_transformer, build_flux_vae
 from x2i.mini.language import caption, caption_with_spans
 from x2i.mini.world import ATTRIBUTES, VALUES, random_scene, render
+from x2i.options import option
+from x2i.training.flow_matching import (
+    latent_image_ids,
+    logit_normal_sigmas,
+    noised_and_velocity,
+)
+from x2i.training.loop import train_loop
 
 TEXT_LENGTH = 32  # T5 and CLIP token budget; every English caption of the world fits
 
@@ -151,13 +168,6 @@ def render_batch(rng: random.Random, n: int, two_objects: float = 0.5):
     return scenes, to_tensor([render(s, rng) for s in scenes])
 
 
-def pack_latents(latents: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] -> FLUX's packed [B, H/2 * W/2, 4C] (2x2 patches, channels first within a patch),
-    as `FluxPipeline.prepare_latents` packs its noise; diffusers has no public function for given latents."""
-    b, c, h, w = latents.shape
-    return latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
-
-
 def binding_labels(t5_tokenizer: T5Tokenizer, texts: list[str], spans: list[list[tuple[int, int]]], scenes: list[dict]) -> torch.Tensor:
     """[B, TEXT_LENGTH, 4] class indices: for every T5 token inside an object's words, that
     object's shape, color, size and position; -100 elsewhere. A training-only probe reads them
@@ -264,9 +274,8 @@ def train_teacher(
         )
 
     flux = pipeline()  # for its text encoding and latent positions, exactly as FluxPipeline runs them
-    latent_channels = latents.shape[1]
     size = latents.shape[-1] * flux.vae_scale_factor
-    _, image_ids = flux.prepare_latents(config.batch, latent_channels, size, size, torch.float32, device, None, latents=latents[:1])
+    image_ids = latent_image_ids(flux, size, size, device, torch.float32)
 
     def step(_):
         index = torch.tensor(rng.sample(range(len(scenes)), config.batch))
@@ -277,19 +286,19 @@ def train_teacher(
         dropped = [rng.random() < config.caption_dropout for _ in texts]
         texts = ["" if drop else t for t, drop in zip(texts, dropped)]
         spans = [[] if drop else s for s, drop in zip(spans, dropped)]
-        sigma = compute_density_for_timestep_sampling("logit_normal", config.batch, logit_mean=0.0, logit_std=1.0).to(device)
+        sigma = logit_normal_sigmas(config.batch, device=device)
         noise = torch.randn(x0.shape).to(device)  # drawn on the CPU: the same noise on any device
-        xt = (1 - sigma[:, None, None, None]) * x0 + sigma[:, None, None, None] * noise
+        xt, velocity = noised_and_velocity(x0, noise, sigma)
         prompt_embeds, pooled, text_ids = flux.encode_prompt(list(texts), list(texts), device=device, max_sequence_length=TEXT_LENGTH)
         prediction = transformer(
-            hidden_states=pack_latents(xt),
+            hidden_states=xt,
             timestep=sigma,
             pooled_projections=pooled,
             encoder_hidden_states=prompt_embeds,
             txt_ids=text_ids,
             img_ids=image_ids,
         ).sample
-        loss = F.mse_loss(prediction, pack_latents(noise - x0))
+        loss = F.mse_loss(prediction, velocity)
         binding = torch.zeros(())
         if config.binding_weight > 0:
             labels = binding_labels(tokenizers[1], texts, spans, batch_scenes).to(device)
@@ -300,9 +309,9 @@ def train_teacher(
 
     def average(i):
         ema.step(params)
-        if i in snapshots:
+        if i + 1 in snapshots:  # after that many steps
             ema.store(params), ema.copy_to(params)
-            pipeline().save_pretrained(Path(out) / f"step-{i}")
+            pipeline().save_pretrained(Path(out) / f"step-{i + 1}")
             ema.restore(params)
 
     train_loop("teacher", config.steps, trained, step, lr=config.lr, warmup=config.warmup, clip=trained, progress=progress, after_step=average)

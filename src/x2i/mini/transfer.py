@@ -19,11 +19,11 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from x2i.conditioning import FluxConditioning
-from x2i.loss import AttentionTaps, FluxInputs, distillation_loss
+from x2i.inference.conditioning import FluxConditioning
+from x2i.inference.request import Request
 from x2i.mini.eval import case_inputs, run_student
 from x2i.mini.language import caption
-from x2i.request import Request
+from x2i.training.loss import AttentionTaps, FluxInputs, distillation_loss
 
 KINDS = ("double_image", "single_image")
 

@@ -1,0 +1,125 @@
+"""What each `x2i` command does: check what was typed, then one call into the library.
+
+Everything the user typed is checked before any model loads, so a typo costs no loading time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from x2i.errors import X2IError
+
+
+def load_pipeline(args, **kwargs):
+    """The pipeline of generate, chat and serve, from the model, memory and limit options."""
+    from x2i.inference.loaders import device_and_dtype
+    from x2i.inference.pipeline import X2IPipeline
+
+    device, dtype = device_and_dtype(args.device, args.dtype)
+    return X2IPipeline.from_pretrained(args.mllm, args.flux, args.alignnet, device=device, dtype=dtype, quantize=args.quantize,
+                                       offload=args.offload, max_text_tokens=args.max_text_tokens, max_image_tokens=args.max_image_tokens,
+                                       condition_on=args.condition_on, **kwargs)
+
+
+def run_generate(args) -> None:
+    from x2i.inference.loaders import encoder_class
+    from x2i.inference.locations import locate
+    from x2i.inference.request import Request
+    from x2i.media import check_image_path, open_input, save_images
+
+    request = Request(args.prompt, [open_input(path, kind) for kind, path in args.media])
+    mllm = locate(args.mllm, "mllm")
+    encoder_class(mllm).check(request, mllm)  # e.g. sound for a reader that does not hear, or too long a sound
+    check_image_path(args.out)
+    if args.steps < 1 or args.num_images < 1:
+        raise X2IError("--steps and --num-images must be at least 1")
+    if args.video_fps <= 0 or args.max_frames < 1:
+        raise X2IError("--video-fps must be positive and --max-frames at least 1")
+    if args.lightcontrol and not request.images:
+        raise X2IError("--lightcontrol keeps an edit faithful to its source image: give one with --image")
+    pipe = load_pipeline(args, pad_to=args.pad_to, alignnet_preset=args.alignnet_preset, height=args.height, width=args.width,
+                         lightcontrol=args.lightcontrol, lora=args.lora, lora_scale=args.lora_scale)
+    pipe.encoder.video_fps, pipe.encoder.max_video_frames = args.video_fps, args.max_frames
+    images = pipe(request, height=args.height, width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                  num_images_per_prompt=args.num_images, seed=args.seed, lightcontrol_scale=args.lightcontrol_scale)
+    print(save_images(images, args.out, [f"seed {args.seed} #{i}" for i in range(len(images))]))
+
+
+def run_serve(args) -> None:
+    if args.steps < 1 or args.max_inputs < 0 or args.max_upload_mb <= 0:
+        raise X2IError("--steps must be at least 1, --max-inputs at least 0 and --max-upload-mb positive")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the app
+    try:
+        from x2i.app.serve import build_app
+    except ImportError as e:
+        raise X2IError("x2i serve needs Gradio: pip install 'x2i[serve]'") from e
+    pipe = load_pipeline(args)
+    if args.compile:
+        print("compiling FLUX's transformer (once per size)...", file=sys.stderr)
+        pipe.compile_transformer(args.steps)
+    app = build_app(pipe, max_inputs=args.max_inputs, default_steps=args.steps)
+    app.queue(default_concurrency_limit=1, max_size=64).launch(
+        server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 1024 * 1024), show_error=True,
+    )
+
+
+def run_chat(args) -> None:
+    from x2i.app.chat import chat_loop
+    from x2i.inference.session import Session
+
+    if args.steps < 1 or args.answer_tokens < 0:
+        raise X2IError("--steps must be at least 1 and --answer-tokens at least 0")
+    pipe = load_pipeline(args, height=args.height, width=args.width)
+    session = Session(pipe, answer_tokens=args.answer_tokens, keep_history=not args.no_history, seed=args.seed,
+                      num_inference_steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width)
+    args.out.mkdir(parents=True, exist_ok=True)
+    chat_loop(session, args.out, interactive=sys.stdin.isatty())
+
+
+def run_eval(args) -> None:
+    from x2i.inference.loaders import device_and_dtype
+    from x2i.mini.eval import evaluate, load_cases, save_results
+
+    cases = load_cases(args.cases)
+    device, _ = device_and_dtype(args.device, "float32")
+    report, results = evaluate(cases, args.models, flux=args.teacher, mllm=args.mllm, alignnet=args.alignnet, lightcontrol=args.lightcontrol,
+                               lora=args.lora, lora_scale=args.lora_scale, lightcontrol_scale=args.lightcontrol_scale,
+                               condition_on=args.condition_on, seed=args.seed, steps=args.steps, device=device)
+    if args.save:
+        save_results(results, args.save)
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{len(cases)} cases, {args.steps} steps, seed {args.seed}")
+    for model in [m for m in ("teacher", "student") if report[m] is not None]:
+        print(f"{model}: {report[model]['n']} {'English text2image cases' if model == 'teacher' else 'cases'}")
+        print("".join(f"  {name}: {part}\n" for name, part in report[model].items() if name != "n"), end="")
+
+
+def run_training(args) -> None:
+    """x2i distill, x2i lightcontrol train, x2i lora train: the config from the options, then the trainer."""
+    from x2i.options import config_from_args
+    from x2i.training.distill import DistillConfig, distill
+    from x2i.training.edit_training import (
+        LightControlConfig,
+        LoraConfig,
+        train_lightcontrol,
+        train_lora,
+    )
+
+    config_class, trainer, what = {"distill": (DistillConfig, distill, "AlignNet"), "lightcontrol": (LightControlConfig, train_lightcontrol, "LightControl"),
+                                   "lora": (LoraConfig, train_lora, "LoRA")}[args.trains]
+    start = time.time()
+    path = trainer(config_from_args(config_class, args))
+    print(f"wrote the {what} to {path} in {time.time() - start:.0f} s (loss curve: {Path(args.out) / 'loss.png'})")
+
+
+def run_tiny_models(args) -> None:
+    from x2i.tiny_models import build_tiny_models
+
+    paths = build_tiny_models(args.directory, seed=args.seed, reader=args.reader)
+    print("built tiny random models (for smoke runs; their images mean nothing):", *(f"--{k} {v}" for k, v in paths.items()))

@@ -1,0 +1,333 @@
+"""X2IPipeline: request -> MLLM hidden states -> AlignNet -> FLUX -> images.
+
+FLUX runs as diffusers' own `FluxPipeline`, loaded without T5 and CLIP: AlignNet's two tensors go
+in as `prompt_embeds` / `pooled_prompt_embeds`, and diffusers does the denoising loop, the latent
+packing and unpacking, and the VAE decode exactly as it does for FLUX itself.
+
+For edits, two optional parts keep the result faithful to the source image (docs/editing.md): a
+LightControl branch (`load_lightcontrol`), whose outputs for the first image of each request enter
+every FLUX call of the loop as `controlnet_block_samples`, and LoRA adapters on FLUX's attention
+(`load_lora`, diffusers' own LoRA loading). Either, both, or neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from diffusers import FluxPipeline
+from PIL import Image
+
+from x2i.errors import X2IError
+from x2i.inference.alignnet import AlignNet
+from x2i.inference.conditioning import FluxConditioning, condition
+from x2i.inference.encoders import MLLMEncoder
+from x2i.inference.lightcontrol import LightControl
+from x2i.inference.loaders import (
+    check_size,
+    default_size,
+    load_alignnet,
+    load_encoder,
+    load_flux,
+    load_lightcontrol,
+    quantization_configs,
+)
+from x2i.inference.lora import load_lora
+from x2i.inference.request import CONDITION_ON, Request, request_kind
+from x2i.inference.work_bounds import check_work, image_tokens
+
+
+@dataclass
+class Reading:
+    """How AlignNet reads one request: `road`, and the MLLM's `answer` where the road made one."""
+
+    road: str
+    answer: str | None = None
+
+
+class X2IPipeline:
+    """Which states AlignNet reads, `condition_on` (here as the default, or per call):
+
+    - "prompt" (the paper's): the request's own states, one forward pass of the MLLM;
+    - "answer" (the release's "reasoning"): the MLLM first writes what to draw (greedy, at most
+      `max_answer_tokens`), and that answer is read on its own as a text prompt, in the prompt
+      format AlignNet was distilled on;
+    - "prompt+answer": the request's states followed by the answer's, in one pass;
+    - "auto": per kind of request (English text, text in another language, media or earlier turns),
+      the road this AlignNet's own measurements chose (its config's `roads`); an AlignNet without
+      them (the authors' official ones) takes the prompt road for everything.
+
+    Work is bounded before it starts: a request whose text (as typed, media and template aside) is
+    longer than `max_text_tokens` tokens (default: the length
+    AlignNet was trained on, 512 for the official checkpoints) is refused, and so is a size beyond
+    `max_image_tokens` (default: 4x the tokens of the size FLUX was made for) or one whose memory
+    will not fit (x2i.inference.work_bounds)."""
+
+    def __init__(self, encoder: MLLMEncoder, alignnet: AlignNet, flux: FluxPipeline, pad_to: int | None = None,
+                 max_answer_tokens: int = 128, max_text_tokens: int | None = None, max_image_tokens: int | None = None,
+                 condition_on: str = "auto"):
+        self.encoder = encoder
+        self.condition_on = check_road(condition_on)
+        self.alignnet = alignnet.eval().requires_grad_(False)
+        self.flux = flux
+        # Pad prompts as AlignNet saw them in training, unless the caller says otherwise (0: no padding).
+        self.pad_to = alignnet.config.pad_to if pad_to is None else (pad_to or None)
+        self.max_answer_tokens = max_answer_tokens
+        self.max_text_tokens = max_text_tokens or alignnet.config.pad_to or 512
+        self.max_image_tokens = max_image_tokens or 4 * image_tokens(flux, self.default_size, self.default_size)
+        self.lightcontrol: LightControl | None = None
+        self.offload: tuple[str, torch.device] | None = None  # ("model" | "sequential", the device parts run on)
+        self._check_fit()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        mllm: str | Path,
+        flux: str | Path,
+        alignnet: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        pad_to: int | None = None,
+        alignnet_preset: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        lightcontrol: str | Path | None = None,
+        lora: str | Path | None = None,
+        lora_scale: float = 1.0,
+        max_text_tokens: int | None = None,
+        max_image_tokens: int | None = None,
+        quantize: str | None = None,
+        condition_on: str = "auto",
+        offload: str | None = None,
+    ) -> X2IPipeline:
+        """Load the three parts (directories, hub ids, or "mini" for the shipped mini models; and a
+        LightControl branch and a LoRA, when given). Everything small loads and is checked against
+        FLUX (sizes, branch, LoRA) before the MLLM, the largest part. `quantize` ("nf4" or "int8"):
+        the FLUX transformer and the MLLM are quantized as they load (bitsandbytes on CUDA; int8 by
+        torchao on the CPU). `offload` ("model" or "sequential"): the parts load in CPU memory and
+        run on `device` (a CUDA GPU) as `enable_model_cpu_offload` / `enable_sequential_cpu_offload` say."""
+        device = torch.device(device)
+        if offload is not None:
+            if offload not in ("model", "sequential"):
+                raise X2IError(f"offload is 'model' or 'sequential', not {offload!r}")
+            if device.type != "cuda":
+                raise X2IError("--offload moves each part to a GPU while it runs, and no CUDA GPU is visible; leave it out on the CPU")
+            if quantize:
+                raise X2IError("--offload and --quantize are one or the other for now (moving quantized weights is untested here); pick one")
+        run_on, device = device, torch.device("cpu") if offload else device
+        flux_config, mllm_config = quantization_configs(quantize, device, dtype) if quantize else (None, None)
+        alignnet_model = load_alignnet(alignnet, dtype, preset=alignnet_preset, mllm=mllm).to(device)
+        flux_pipe = load_flux(flux, dtype, quantization=flux_config)
+        if quantize is None or device.type == "cpu":  # bitsandbytes placed the transformer on the GPU as it loaded
+            flux_pipe.to(device)
+        else:
+            flux_pipe.vae.to(device)
+        size = default_size(flux_pipe)
+        check_size(flux_pipe, size if height is None else height, size if width is None else width)
+        branch = None if lightcontrol is None else load_lightcontrol(lightcontrol, flux_pipe, dtype).to(device)
+        if lora is not None:
+            load_lora(flux_pipe, lora, lora_scale)
+        encoder = load_encoder(mllm, device=device, dtype=dtype, quantization=mllm_config)
+        pipe = cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to, max_text_tokens=max_text_tokens, max_image_tokens=max_image_tokens,
+                   condition_on=condition_on)
+        pipe.lightcontrol = branch
+        if offload:
+            getattr(pipe, f"enable_{offload}_cpu_offload")(run_on)
+        return pipe
+
+    def load_lightcontrol(self, path: str | Path) -> None:
+        """Attach a LightControl branch made for this FLUX (a directory from `x2i lightcontrol train`)."""
+        self.lightcontrol = load_lightcontrol(path, self.flux, self.flux.transformer.dtype).to(self.flux.transformer.device)
+
+    def load_lora(self, path: str | Path, scale: float = 1.0) -> None:
+        """Load a diffusers-format LoRA made for this FLUX (from `x2i lora train`, or any trainer)."""
+        load_lora(self.flux, path, scale)
+
+    def enable_model_cpu_offload(self, device: str | torch.device = "cuda") -> None:
+        """Keep every part in CPU memory and move each to `device` only while it runs: the MLLM,
+        then AlignNet, then FLUX's transformer (with its LightControl branch), then its VAE. Peak
+        GPU memory becomes the largest part's instead of the sum (diffusers' offload for FLUX's parts)."""
+        device = torch.device(device)
+        for part in (self.encoder.model, self.alignnet, self.lightcontrol):
+            if part is not None:
+                part.to("cpu")
+        self.flux.enable_model_cpu_offload(device=device)
+        self.offload = ("model", device)
+
+    def enable_sequential_cpu_offload(self, device: str | torch.device = "cuda") -> None:
+        """Stream every layer's weights to `device` when the layer runs (accelerate's hooks): the least
+        GPU memory, the slowest."""
+        from accelerate import cpu_offload
+
+        device = torch.device(device)
+        for part in (self.encoder.model, self.alignnet, self.lightcontrol):
+            if part is not None:
+                cpu_offload(part, execution_device=device)
+        self.encoder.execution_device = device
+        self.flux.enable_sequential_cpu_offload(device=device)
+        self.offload = ("sequential", device)
+
+    def compile_transformer(self, steps: int = 2) -> None:
+        """torch.compile FLUX's transformer, and compile it now with one request at the default size
+        (so that no later request waits for it); if compiling fails (no C++ compiler, say), warn
+        and stay uncompiled."""
+        eager = self.flux.transformer
+        self.flux.transformer = torch.compile(eager)
+        try:
+            self(Request("warm-up"), num_inference_steps=min(steps, 2), show_progress=False)
+        except Exception as e:  # noqa: BLE001  (any compiler failure: keep working, uncompiled)
+            self.flux.transformer = eager
+            warnings.warn(f"torch.compile failed ({type(e).__name__}); running uncompiled", stacklevel=2)
+
+    @contextlib.contextmanager
+    def _running(self, *parts):
+        """With model offload, `parts` sit on the GPU for the duration only."""
+        parts = [p for p in parts if p is not None]
+        if self.offload is None or self.offload[0] != "model":
+            yield
+            return
+        for part in parts:
+            part.to(self.offload[1])
+        try:
+            yield
+        finally:
+            for part in parts:
+                part.to("cpu")
+
+    @property
+    def execution_device(self) -> torch.device:
+        return self.offload[1] if self.offload else self.flux.transformer.device
+
+    @property
+    def default_size(self) -> int:
+        return default_size(self.flux)
+
+    def _check_fit(self) -> None:
+        a, t = self.alignnet.config, self.flux.transformer.config
+        if (a.num_hidden_states, a.hidden_size) != (self.encoder.num_hidden_states, self.encoder.hidden_size):
+            raise X2IError(
+                f"AlignNet reads {a.num_hidden_states} hidden states of size {a.hidden_size}, but the MLLM gives "
+                f"{self.encoder.num_hidden_states} of size {self.encoder.hidden_size}: use the AlignNet made for this MLLM"
+            )
+        if (a.joint_attention_dim, a.pooled_projection_dim) != (t.joint_attention_dim, t.pooled_projection_dim):
+            raise X2IError(
+                f"AlignNet outputs ({a.joint_attention_dim}, {a.pooled_projection_dim}) do not fit FLUX's "
+                f"joint_attention_dim {t.joint_attention_dim} and pooled_projection_dim {t.pooled_projection_dim}"
+            )
+
+    def _generators(self, seed, num_images: int):
+        device = self.execution_device
+        if seed is None or isinstance(seed, int):
+            return None if seed is None else torch.Generator(device).manual_seed(seed)
+        if len(seed) != num_images:  # one seed per image, so each image is reproducible on its own
+            raise X2IError(f"{len(seed)} seeds for {num_images} images")
+        return [torch.Generator(device).manual_seed(s) for s in seed]
+
+    @torch.no_grad()
+    def answer(self, requests: Sequence[Request], max_new_tokens: int = 128) -> list[str]:
+        """The MLLM's greedy answers (on the GPU only while it answers, with model offload)."""
+        with self._running(self.encoder.model):
+            return self.encoder.answer(requests, max_new_tokens)
+
+    def road(self, request: Request, condition_on: str | None = None) -> str:
+        """The road a request takes: `condition_on` (default: the pipeline's), "auto" resolved by its kind."""
+        condition_on = check_road(condition_on or self.condition_on)
+        if condition_on != "auto":
+            return condition_on
+        return (self.alignnet.config.roads or {}).get(request_kind(request), "prompt")
+
+    def plan(self, requests: Sequence[Request], condition_on: str | None = None) -> list[Reading]:
+        """Each request's road, and the MLLM's answers where a road reads one (one batched generate).
+        An empty answer leaves nothing to read: that request takes the prompt road."""
+        readings = [Reading(self.road(r, condition_on)) for r in requests]
+        asked = [i for i, reading in enumerate(readings) if reading.road != "prompt"]
+        if asked:
+            for i, answer in zip(asked, self.answer([requests[i] for i in asked], self.max_answer_tokens)):
+                readings[i] = Reading(readings[i].road if answer else "prompt", answer)
+        return readings
+
+    @torch.no_grad()
+    def encode(self, requests: Sequence[Request], condition_on: str | None = None, readings: Sequence[Reading] | None = None) -> FluxConditioning:
+        """MLLM -> AlignNet: the conditioning FLUX reads in place of T5/CLIP; `readings` from `plan`
+        (planned here when left out)."""
+        readings = readings or self.plan(requests, condition_on)
+        if len(readings) != len(requests):
+            raise X2IError(f"{len(readings)} readings for {len(requests)} requests: plan them together")
+        read = [Request(x.answer) if x.road == "answer" else r for r, x in zip(requests, readings)]
+        answers = [x.answer if x.road == "prompt+answer" else None for x in readings]
+        with self._running(self.encoder.model):
+            states = self.encoder.encode(read, pad_to=self.pad_to, answers=answers if any(answers) else None)
+        with self._running(self.alignnet):
+            return condition(self.alignnet, states)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        request: Request | Sequence[Request],
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 28,
+        guidance_scale: float = 3.5,
+        num_images_per_prompt: int = 1,
+        seed: int | Sequence[int] | None = 0,
+        show_progress: bool = True,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        condition_on: str | None = None,
+        lightcontrol_scale: float = 1.0,
+        readings: Sequence[Reading] | None = None,
+    ) -> list[Image.Image]:
+        """`seed` makes the noise on the pipeline's device (one seed per image for a list); a
+        `generator` (or one per image) replaces it, e.g. CPU generators for the same noise on any device.
+        `condition_on`: the road (default: the pipeline's); `readings`: roads and answers already
+        planned with `plan` (to show or keep the MLLM's answers).
+        With a LightControl loaded, every request needs an image (its first is the source);
+        `lightcontrol_scale` 0 turns the branch off."""
+        requests = [request] if isinstance(request, Request) else list(request)
+        if not requests:
+            raise X2IError("empty request list")
+        if num_inference_steps < 1 or num_images_per_prompt < 1:
+            raise X2IError("steps and number of images must be at least 1")
+        height = self.default_size if height is None else height
+        width = self.default_size if width is None else width
+        check_size(self.flux, height, width)
+        control = self.lightcontrol is not None and lightcontrol_scale != 0
+        if control and not all(r.images for r in requests):
+            raise X2IError("LightControl keeps an edit faithful to its source image, and a request has no image: give one (--image), or leave out --lightcontrol")
+        for r in requests:
+            if (n := self.encoder.count_tokens(r.text)) > self.max_text_tokens:
+                raise X2IError(f"the text is {n} tokens; this model reads at most {self.max_text_tokens} "
+                               f"(what its AlignNet was made for): shorten it, or raise --max-text-tokens")
+        check_work(self.flux, height, width, len(requests) * num_images_per_prompt, self.pad_to or self.max_text_tokens,
+                   self.execution_device, self.max_image_tokens)
+
+        conditioning = self.encode(requests, condition_on, readings)
+
+        if generator is None:
+            generator = self._generators(seed, len(requests) * num_images_per_prompt)
+        self.flux.set_progress_bar_config(disable=not show_progress, desc="denoising")
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._running(self.lightcontrol))
+            if control:
+                source = self.flux.image_processor.preprocess([r.images[0] for r in requests], height, width)
+                stack.enter_context(self.lightcontrol.controlling(self.flux.transformer, source, lightcontrol_scale))
+            return self.flux(
+                **conditioning.pipeline_kwargs(self.flux.transformer.dtype),
+                height=height,
+                width=width,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,  # used only by FLUX models with a guidance embedding (dev)
+                num_images_per_prompt=num_images_per_prompt,
+                generator=generator,
+                output_type="pil",
+            ).images
+
+
+def check_road(condition_on: str) -> str:
+    if condition_on not in CONDITION_ON:
+        raise X2IError(f"condition_on must be one of {', '.join(CONDITION_ON)}, not {condition_on!r}")
+    return condition_on
+

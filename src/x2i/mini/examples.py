@@ -1,0 +1,115 @@
+"""The requests the mini MLLM learns from and is measured on, each with the answer it should give.
+
+The world's tasks put through `x2i.Request`, as X2I puts them to any MLLM:
+
+- text2image:       a caption in any of the five languages  -> the scene in canonical English
+- image2image:      one image                                -> its scene
+- imagetext2image:  an image + an edit instruction (any lang) -> the edited scene
+- multiimage2image: two single-object images                 -> the scene holding both
+- conversation:     a caption and its answer, then the picture + an edit instruction -> the edited scene
+                    (two turns, as `x2i.Session` puts them; real MLLMs are tuned on multi-turn chats)
+- question:         an image + a question                    -> a short answer
+
+and, for the first two stages of the recipe, captioned images and short texts of the world.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import NamedTuple
+
+from x2i.inference.request import Request
+from x2i.mini.language import WORDS, caption, caption_with_spans, describe, edit
+from x2i.mini.world import (
+    LANGUAGES,
+    POSITIONS,
+    combine,
+    random_edit,
+    random_object,
+    random_scene,
+    render,
+)
+
+# The instruction-tuning mix: the world's tasks, and questions about an image (an MLLM-only task).
+TRAINING_MIX = {"text2image": 3, "image2image": 2, "imagetext2image": 4, "multiimage2image": 1, "conversation": 1, "question": 1}
+
+
+class Example(NamedTuple):
+    """A request put to the MLLM, the answer it should give, the scene that answer describes, and
+    what the request shows: (object, ("image", k)) for an object in its k-th image, (object,
+    ("text", (start, end))) for an object whose words are those characters of its text."""
+
+    request: Request
+    answer: str
+    scene: dict
+    shown: list[tuple[dict, tuple]]
+
+
+def question(scene: dict, rng: random.Random) -> tuple[str, str]:
+    """An English question about the scene and its short answer."""
+    objects = scene["objects"]
+    obj = rng.choice(objects)
+    name = f"{obj['color']} {obj['shape']}"
+    kind = rng.choice(("count", "color", "shape", "where", "size"))
+    if kind == "count":
+        return "how many objects are there?", ("one", "two")[len(objects) - 1]
+    if kind == "color":
+        return f"what color is the {obj['shape']} {WORDS['en']['position'][obj['position']][0]}?", obj["color"]
+    if kind == "shape":
+        return f"what shape is {WORDS['en']['position'][obj['position']][0]}?", obj["shape"]
+    if kind == "where":
+        return f"where is the {name}?", WORDS["en"]["position"][obj["position"]][0]
+    return f"is the {name} small or large?", obj["size"]
+
+
+def sample_example(rng: random.Random, task: str | None = None) -> tuple[Request, str]:
+    """One training request (of `task`, or one drawn by TRAINING_MIX's weights) and the answer to give."""
+    example = sample_with_scene(rng, task)
+    return example.request, example.answer
+
+
+def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | None = None) -> Example:
+    """A request, its answer, the scene it is about (the result, for edits and pairs), and where
+    the request shows each object."""
+    task = task or rng.choices(list(TRAINING_MIX), weights=list(TRAINING_MIX.values()))[0]
+    lang = lang or rng.choice(LANGUAGES)
+    scene = random_scene(rng)
+    in_image = [(obj, ("image", 0)) for obj in scene["objects"]]
+    if task == "text2image":
+        text, spans = caption_with_spans(scene, lang, rng)
+        return Example(Request(text), describe(scene), scene, [(obj, ("text", span)) for obj, span in zip(scene["objects"], spans)])
+    if task == "image2image":
+        return Example(Request("", [render(scene, rng)]), describe(scene), scene, in_image)
+    if task == "imagetext2image":
+        text, result = edit(scene, random_edit(scene, rng), lang, rng)
+        return Example(Request(text, [render(scene, rng)]), describe(result), result, in_image)
+    if task == "conversation":  # turn 1 drew the caption; turn 2 edits that picture
+        history = [(Request(caption(scene, lang, rng)), describe(scene))]
+        text, result = edit(scene, random_edit(scene, rng), lang, rng)
+        return Example(Request(text, [render(scene, rng)], history=history), describe(result), result, in_image)
+    if task == "multiimage2image":
+        a, b = ({"objects": [random_object(rng, p)]} for p in rng.sample(POSITIONS, 2))
+        both = combine([a, b])
+        return Example(Request("", [render(a, rng), render(b, rng)]), describe(both), both,
+                       [(a["objects"][0], ("image", 0)), (b["objects"][0], ("image", 1))])
+    q, answer = question(scene, rng)
+    return Example(Request(q, [render(scene, rng)]), answer, scene, in_image)
+
+
+def caption_example(rng: random.Random) -> Example:
+    """Stage 2: an image and an English caption of it."""
+    scene = random_scene(rng)
+    return Example(Request("", [render(scene, rng)]), caption(scene, "en", rng), scene, [(obj, ("image", 0)) for obj in scene["objects"]])
+
+
+def text_document(rng: random.Random) -> str:
+    """Stage 1: a short text of the world: a caption (half the time beside its translation into
+    another language), then an edit instruction or a question with its answer, or nothing."""
+    scene = random_scene(rng)
+    lines = [caption(scene, lang, rng) for lang in rng.sample(LANGUAGES, rng.choice((1, 2)))]
+    kind = rng.random()
+    if kind < 1 / 3:
+        lines.append(edit(scene, random_edit(scene, rng), rng.choice(LANGUAGES), rng)[0])
+    elif kind < 2 / 3:
+        lines.append(" ".join(question(scene, rng)))
+    return "\n".join(lines)

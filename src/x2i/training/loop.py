@@ -1,0 +1,69 @@
+"""The one optimisation loop of x2i.
+
+`run_steps` is every training step there is: the loss, backward, gradient clipping, the optimizer
+and learning-rate schedule, a progress bar. `trainer.train` runs it for `x2i distill` and the edit
+trainers with accelerate, logs and checkpoints around it; the mini world's recipes run it through
+`train_loop`, which only adds AdamW and a schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from tqdm.auto import tqdm
+
+
+def run_steps(
+    step_loss: Callable[[int], tuple[torch.Tensor, dict]],
+    optimizer: torch.optim.Optimizer,
+    schedule,
+    steps: int,
+    start: int = 0,
+    desc: str = "",
+    progress: bool = True,
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+    clip_norm: Callable[[], torch.Tensor] | None = None,
+    after_step: Callable[[int, torch.Tensor, torch.Tensor | None, dict], dict] | None = None,
+) -> None:
+    """Steps `start` .. `steps` - 1 (0-based). `step_loss(i)` returns the loss and values to show;
+    `clip_norm()` clips the gradients and returns their norm; `after_step(i, loss, grad_norm, shown)`
+    runs after the optimizer step and returns what the progress bar shows."""
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, disable=not progress)
+    for i in bar:
+        loss, shown = step_loss(i)
+        backward(loss)
+        grad_norm = clip_norm() if clip_norm is not None else None
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(after_step(i, loss, grad_norm, shown) if after_step else {"loss": f"{loss.item():.4f}", **shown})
+
+
+def train_loop(
+    desc: str,
+    steps: int,
+    params: Iterable[torch.nn.Parameter],
+    step: Callable[[int], tuple[torch.Tensor, dict]],
+    lr: float,
+    weight_decay: float = 1e-2,
+    warmup: int | None = None,
+    clip: list[torch.nn.Parameter] | None = None,
+    progress: bool = True,
+    after_step: Callable[[int], None] | None = None,
+) -> None:
+    """`run_steps` with AdamW on `params`: `warmup` None keeps the learning rate constant, else
+    warm-up then cosine decay; `clip`: the parameters whose gradient norm is clipped to 1;
+    `after_step(i)` runs after each optimizer step (an EMA, snapshots)."""
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    schedule = get_cosine_schedule_with_warmup(optimizer, warmup, steps) if warmup is not None else None
+
+    def shown(i, loss, grad_norm, values):
+        if after_step is not None:
+            after_step(i)
+        return {"loss": f"{loss.item():.4f}", **values}
+
+    run_steps(step, optimizer, schedule, steps, desc=desc, progress=progress,
+              clip_norm=(lambda: torch.nn.utils.clip_grad_norm_(clip, 1.0)) if clip is not None else None, after_step=shown)
