@@ -113,7 +113,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(case, model_args, tmp_path, imag
 
 def test_console_script_exit_code_and_no_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "x2i.app.cli", "generate", "--mllm", "m", "--flux", "f", "--alignnet", "a", "--image", str(tmp_path / "none.png")],
+        [sys.executable, "-m", "x2i", "generate", "--mllm", "m", "--flux", "f", "--alignnet", "a", "--image", str(tmp_path / "none.png")],
         capture_output=True, text=True,
     )
     assert result.returncode == 2

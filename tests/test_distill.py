@@ -23,13 +23,13 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 @pytest.fixture(scope="module")
 def prompts(tmp_path_factory):
     path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
-    subprocess.run([sys.executable, "-m", "x2i.app.cli", "mini", "make-prompts", "--out", str(path), "--n", "200"], check=True, env=ENV)
+    subprocess.run([sys.executable, "-m", "x2i", "mini", "make-prompts", "--out", str(path), "--n", "200"], check=True, env=ENV)
     return path
 
 
 def distill_command(prompts, out, steps, batch=2, *extra):
     return [
-        "-m", "x2i.app.cli", "distill", "--prompts", str(prompts), "--out", str(out), "--steps", str(steps),
+        "-m", "x2i", "distill", "--prompts", str(prompts), "--out", str(out), "--steps", str(steps),
         "--batch", str(batch), "--pad-to", "128", "--lr", "1e-3", "--warmup", "2", "--timesteps", "mixed", "--sampling-steps", "20",
         "--refiner-layers", "1", *extra,
     ]

@@ -169,6 +169,15 @@ def test_word_pairs_compare_each_teacher_token_with_its_student_token():
     assert words.text_grad[:, keep].abs().sum() > 0
 
 
+def test_captions_without_located_words_compare_image_tokens_only():
+    """No teacher token has a student token (e.g. captions whose quotes move their characters):
+    no text term is made or counted, and the image terms still train."""
+    transformer = tiny_transformer()
+    result = run_step(transformer, make_batch(student_text_len=12), terms="words", text_pairs=torch.full((2, 7), -1))
+    assert result.counts == {"double_image": 2, "double_text": 0, "single_image": 3, "single_text": 0}
+    assert torch.isfinite(result.loss) and result.loss > 0
+
+
 def test_taps_ignore_plain_forwards():
     transformer = tiny_transformer()
     taps = AttentionTaps(transformer)

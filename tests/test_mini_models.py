@@ -98,9 +98,9 @@ def test_shipped_teacher_scores_as_claimed():
     from x2i.mini.eval import make_cases, run_teacher, summarize
 
     teacher = load_flux(locate("mini", "flux"), text_encoders=True)
-    cases = make_cases(60, tasks=("text2image",), langs=("en",), seed=5, num_objects=1)
-    cases += make_cases(60, tasks=("text2image",), langs=("en",), seed=6, num_objects=2)
-    report = summarize(run_teacher(teacher, cases, seed=0, steps=20, progress=False))
+    cases = make_cases(60, tasks=("text2image",), langs=("en",), seed=4807, num_objects=1)  # the guards' own seeds, used for nothing else
+    cases += make_cases(60, tasks=("text2image",), langs=("en",), seed=4808, num_objects=2)
+    report = summarize(run_teacher(teacher, cases, seed=4807, steps=20, progress=False))
     assert report["n"] == 120
     assert report["by_objects"]["1"] >= 0.90 and report["by_objects"]["2"] >= 0.75
 

@@ -27,7 +27,7 @@ def server(tmp_path_factory):
         port = s.getsockname()[1]
     log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    process = subprocess.Popen([sys.executable, "-m", "x2i.app.cli", "serve", "--port", str(port), "--steps", "8"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen([sys.executable, "-m", "x2i", "serve", "--port", str(port), "--steps", "8"], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + WAIT
     while True:

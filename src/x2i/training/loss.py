@@ -135,7 +135,7 @@ class AttentionTaps:
 
     def __init__(self, transformer, temperature: float = 3.0):
         self.temperature = temperature
-        self.mode, self.terms, self.num_image_tokens, self.text_pairs = None, "padded", 0, None
+        self.mode, self.terms, self.num_image_tokens, self.text_pairs, self.compares_text = None, "padded", 0, None, True
         self.teacher_outputs: dict[int, list[torch.Tensor]] = {}
         self.result: DistillLoss | None = None
         double, single = transformer.transformer_blocks, transformer.single_transformer_blocks
@@ -152,6 +152,9 @@ class AttentionTaps:
             self.teacher_outputs = {}
         self.result = DistillLoss(loss=None)
         self.mode, self.terms, self.num_image_tokens, self.text_pairs = mode, terms, num_image_tokens, text_pairs
+        # Text terms exist only where some teacher token has a student token (one check per pass):
+        # a batch of captions with no located words compares image tokens only, and says so.
+        self.compares_text = terms == "padded" or (terms == "words" and text_pairs is not None and bool((text_pairs >= 0).any()))
         try:
             yield self.result
         finally:
@@ -183,11 +186,11 @@ class AttentionTaps:
         n = self.num_image_tokens
         if kind == "double":  # (image stream, text stream)
             yield "double_image", teacher[0], student[0], None
-            if self.terms != "image":
+            if self.compares_text:
                 yield ("double_text", *self._text(teacher[1], student[1]))
         else:  # single block: text tokens, then image tokens, one joint output
             yield "single_image", teacher[0][:, -n:], student[0][:, -n:], None
-            if self.terms != "image":
+            if self.compares_text:
                 yield ("single_text", *self._text(teacher[0][:, :-n], student[0][:, :-n]))
 
     def _text(self, teacher: torch.Tensor, student: torch.Tensor):
