@@ -21,9 +21,9 @@ import time
 import torch
 from tqdm import tqdm
 
+from x2i.inference.locations import locate
 from x2i.inference.pipeline import X2IPipeline
 from x2i.inference.session import Session
-from x2i.inference.locations import locate
 from x2i.mini.judge import read_objects, scene_correct
 from x2i.mini.language import caption, instruction
 from x2i.mini.world import LANGUAGES, apply_edit, random_edit, random_scene

@@ -49,10 +49,10 @@ def parameters() -> dict:
 
 def timings(lightcontrol: str, lora: str, n: int, steps: int, repeats: int) -> dict:
     from x2i.inference.loaders import load_lightcontrol
+    from x2i.inference.locations import locate
     from x2i.inference.lora import load_lora
     from x2i.inference.pipeline import X2IPipeline
     from x2i.inference.request import Request
-    from x2i.inference.locations import locate
     from x2i.mini.eval import case_inputs, make_cases
 
     pipe = X2IPipeline.from_pretrained(locate("mini", "mllm"), locate("mini", "flux"), locate("mini", "alignnet"))

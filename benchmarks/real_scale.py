@@ -60,9 +60,9 @@ def random_encoder(name: str, device, dtype, tiny: bool = False):
         Qwen2VLImageProcessorPil,
     )
 
+    from x2i.architectures import QWEN_VL_CHAT_TEMPLATE, build_qwen_tokenizer
     from x2i.inference.encoders.qwen2_5_vl import Qwen2_5_VLEncoder, _Processor
     from x2i.inference.encoders.video_processor import QwenVideoProcessor
-    from x2i.architectures import QWEN_VL_CHAT_TEMPLATE, build_qwen_tokenizer
 
     tokenizer = build_qwen_tokenizer([QWEN_VL_CHAT_TEMPLATE, *CAPTIONS * 50, str({"Text input": "", "Instruction editing description": "no", "image input": "no"})], vocab_size=1024)
     image_processor = Qwen2VLImageProcessorPil()

@@ -18,7 +18,6 @@ from collections import defaultdict
 
 from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
 from x2i.inference.pipeline import X2IPipeline
-from x2i.inference.locations import locate
 from x2i.mini.eval import make_cases, run_student, run_teacher
 from x2i.mini.mllm import answer_accuracy
 from x2i.mini.transfer import line_of
@@ -48,15 +47,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True, help="a fresh seed for every reported score")
     parser.add_argument("--roads", nargs="+", default=["auto", "prompt", "answer", "prompt+answer"])
     parser.add_argument("--answers", type=int, default=200, help="requests per line for the MLLM's answer accuracy (0: skip)")
-    parser.add_argument("--mllm", default=None)
-    parser.add_argument("--alignnet", default=None)
+    parser.add_argument("--mllm", default="mini")
+    parser.add_argument("--alignnet", default="mini")
     parser.add_argument("--lightcontrol", default=None, help="a LightControl branch for the cases with an input image")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    teacher = load_flux(locate("mini", "flux"), text_encoders=True)
-    pipe = X2IPipeline(load_encoder(args.mllm or locate("mini", "mllm")), load_alignnet(args.alignnet or locate("mini", "alignnet")), teacher)
+    teacher = load_flux("mini", text_encoders=True)
+    pipe = X2IPipeline(load_encoder(args.mllm), load_alignnet(args.alignnet), teacher)
     if args.lightcontrol:
         pipe.load_lightcontrol(args.lightcontrol)
     cases = make_cases(args.n, seed=args.seed)

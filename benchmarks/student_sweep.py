@@ -53,8 +53,8 @@ def evaluate(out: Path, variant: str, device: str, final_sets: list[str], every:
     import torch
 
     from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
-    from x2i.inference.pipeline import X2IPipeline
     from x2i.inference.locations import locate
+    from x2i.inference.pipeline import X2IPipeline
     from x2i.mini.eval import load_cases, run_student, run_teacher, summarize
 
     flux = load_flux(locate("mini", "flux"), text_encoders=True).to(device)

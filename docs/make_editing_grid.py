@@ -12,9 +12,9 @@ from PIL import Image
 
 from x2i import Request, X2IPipeline
 from x2i.inference.loaders import load_lightcontrol
+from x2i.inference.locations import locate
 from x2i.inference.lora import load_lora
 from x2i.media import make_grid
-from x2i.inference.locations import locate
 from x2i.mini.eval import case_inputs, make_cases
 from x2i.mini.judge import read_objects, scene_correct
 from x2i.mini.world import EDIT_OPS, LANGUAGES

@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw
 
 from x2i import Request, X2IPipeline
 from x2i.inference.loaders import load_flux
-from x2i.media import make_grid
 from x2i.inference.locations import locate
+from x2i.media import make_grid
 from x2i.mini.eval import case_inputs, make_cases, run_teacher
 from x2i.mini.judge import read_objects, scene_correct
 

@@ -144,8 +144,8 @@ def test_keep_last_turns_all_but_the_last_tokens_into_padding():
 
 def test_word_pairs_join_the_tokens_that_read_the_same_characters():
     from x2i.inference.loaders import load_encoder, load_flux
-    from x2i.inference.request import Request
     from x2i.inference.locations import locate
+    from x2i.inference.request import Request
     from x2i.training.distill import word_pairs
 
     flux, encoder = load_flux(locate("mini", "flux"), text_encoders=True), load_encoder(locate("mini", "mllm"))

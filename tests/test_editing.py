@@ -91,8 +91,8 @@ def test_untrained_branch_changes_nothing_and_a_trained_one_does(pipeline):
 def test_a_training_step_reads_the_source_never_the_target(tiny_models, triples, tmp_path, monkeypatch):
     """Spy on everything a step feeds the models: the branch and the MLLM see only source pixels;
     the target enters as the flow-matching pair (noised latents, velocity) of the loss."""
-    from x2i.training import edit_training
     from x2i.inference.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
+    from x2i.training import edit_training
 
     seen_by_branch, seen_by_mllm = [], []
     branch_forward, encode = LightControl.forward, Qwen2_5_VLEncoder.encode
@@ -234,8 +234,8 @@ def test_triples_from_webdataset_shards(tmp_path):
 def test_training_conditions_on_the_road_and_writes_each_triples_answer_once(tiny_models, triples, tmp_path, monkeypatch):
     """On the answer road the MLLM answers each triple once (greedy answers do not change), and
     AlignNet reads the answer as it will at inference."""
-    from x2i.training import edit_training
     from x2i.inference.pipeline import X2IPipeline
+    from x2i.training import edit_training
 
     asked, read = [], []
     monkeypatch.setattr(X2IPipeline, "answer", lambda self, requests, max_new_tokens=128: asked.extend(r.text for r in requests)

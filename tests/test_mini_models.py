@@ -6,8 +6,8 @@ import torch
 from diffusers import FluxPipeline
 
 from x2i.inference.loaders import load_encoder
-from x2i.inference.request import Request
 from x2i.inference.locations import locate
+from x2i.inference.request import Request
 from x2i.mini.examples import sample_example
 from x2i.mini.mllm import (
     MLLMConfig,
@@ -65,14 +65,14 @@ def test_binding_labels_give_each_objects_tokens_its_attributes():
 
 
 def test_mllm_recipe_runs_and_saves_what_load_encoder_loads(tmp_path):
-    path = train_mllm(MLLMConfig(text_steps=2, caption_steps=2, steps=2, batch=4, vocab_size=600), tmp_path / "mllm", progress=False)
+    path = train_mllm(MLLMConfig(text_steps=2, caption_steps=2, steps=2, edit_steps=2, batch=4, vocab_size=600), tmp_path / "mllm", progress=False)
     encoder = load_encoder(path)
     out = encoder.encode([Request("un cercle rouge à gauche")])
     assert out.hidden_states.shape[1] == MLLMConfig.num_layers + 1
 
 
 def test_answer_labels_cover_the_answer_only(tmp_path):
-    path = train_mllm(MLLMConfig(text_steps=0, caption_steps=0, steps=1, batch=2, hub_weight=0, vocab_size=600), tmp_path / "mllm", progress=False)
+    path = train_mllm(MLLMConfig(text_steps=0, caption_steps=0, steps=1, edit_steps=0, batch=2, hub_weight=0, vocab_size=600), tmp_path / "mllm", progress=False)
     encoder = load_encoder(path)
     rng = random.Random(0)
     examples = [sample_example(rng) for _ in range(6)]
@@ -168,7 +168,7 @@ def test_mllm_captioning_stage_trains_the_vision_tower_only(tmp_path):
     from safetensors.torch import load_file
 
     def weights(caption_steps):
-        config = MLLMConfig(text_steps=0, caption_steps=caption_steps, steps=0, batch=4, vocab_size=600, warmup=0)
+        config = MLLMConfig(text_steps=0, caption_steps=caption_steps, steps=0, edit_steps=0, batch=4, vocab_size=600, warmup=0)
         return load_file(train_mllm(config, tmp_path / str(caption_steps), progress=False) / "model.safetensors")
 
     before, after = weights(0), weights(2)

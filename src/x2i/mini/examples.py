@@ -32,6 +32,8 @@ from x2i.mini.world import (
 
 # The instruction-tuning mix: the world's tasks, and questions about an image (an MLLM-only task).
 TRAINING_MIX = {"text2image": 3, "image2image": 2, "imagetext2image": 4, "multiimage2image": 1, "conversation": 1, "question": 1}
+# The last stage's: weighted toward what is still wrong after the first, reasoning over an image and an instruction.
+EDIT_MIX = {"text2image": 2, "image2image": 1, "imagetext2image": 6, "multiimage2image": 1, "conversation": 2, "question": 1}
 
 
 class Example(NamedTuple):
@@ -68,10 +70,10 @@ def sample_example(rng: random.Random, task: str | None = None) -> tuple[Request
     return example.request, example.answer
 
 
-def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | None = None) -> Example:
-    """A request, its answer, the scene it is about (the result, for edits and pairs), and where
-    the request shows each object."""
-    task = task or rng.choices(list(TRAINING_MIX), weights=list(TRAINING_MIX.values()))[0]
+def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | None = None, mix: dict = TRAINING_MIX) -> Example:
+    """A request (of `task`, or one drawn by `mix`'s weights), its answer, the scene it is about
+    (the result, for edits and pairs), and where the request shows each object."""
+    task = task or rng.choices(list(mix), weights=list(mix.values()))[0]
     lang = lang or rng.choice(LANGUAGES)
     scene = random_scene(rng)
     in_image = [(obj, ("image", 0)) for obj in scene["objects"]]

@@ -33,6 +33,7 @@ from x2i.architectures import (
 )
 from x2i.inference.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
 from x2i.mini.examples import (
+    EDIT_MIX,
     TRAINING_MIX,
     Example,
     caption_example,
@@ -62,6 +63,8 @@ class MLLMConfig:
     text_steps: int = option(1500, "stage 1: language-model steps on text in the five languages")
     caption_steps: int = option(1000, "stage 2: captioning steps with the language model frozen")
     steps: int = option(3500, "stage 3: instruction-tuning steps on the world's tasks")
+    edit_steps: int = option(1500, "stage 4: instruction-tuning steps weighted toward edits and conversations (0: none)")
+    edit_lr: float = option(3e-4, "stage 4's learning rate (its warm-up: half of --warmup)")
     batch: int = option(32, "texts or requests per step")
     lr: float = option(1e-3, "learning rate (each stage: warm-up, then cosine decay)")
     warmup: int = option(200, "warm-up steps of each stage")
@@ -170,18 +173,19 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         return loss, shown
 
     def instruction_step(_):
-        examples = [sample_with_scene(rng) for _ in range(config.batch)]
+        examples = [sample_with_scene(rng, mix=mix) for _ in range(config.batch)]
         loss, shown, result, labels = forward(examples)
         if config.probe_weight:
             probe_term = probe_loss(probe, result.hidden_states[-1], labels, [e.scene for e in examples], config.probe_tokens)
             loss, shown["probe"] = loss + config.probe_weight * probe_term, f"{probe_term.item():.3f}"
         return loss, shown
 
+    mix = TRAINING_MIX
     language, vision = list(model.model.language_model.parameters()) + list(model.lm_head.parameters()), list(model.model.visual.parameters())
     stages = [
-        ("mini MLLM 1/3 language", config.text_steps, language, language_step),
-        ("mini MLLM 2/3 captions", config.caption_steps, vision, caption_step),  # the language model frozen
-        ("mini MLLM 3/3 instructions", config.steps, [*model.parameters(), *probe.parameters()], instruction_step),
+        ("mini MLLM 1/4 language", config.text_steps, language, language_step),
+        ("mini MLLM 2/4 captions", config.caption_steps, vision, caption_step),  # the language model frozen
+        ("mini MLLM 3/4 instructions", config.steps, [*model.parameters(), *probe.parameters()], instruction_step),
     ]
     for desc, steps, params, step in stages:
         model.requires_grad_(False)
@@ -189,6 +193,15 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
             p.requires_grad_(True)
         trained = [p for p in model.parameters() if p.requires_grad]
         train_loop(desc, steps, params, step, lr=config.lr, warmup=min(config.warmup, steps // 10), clip=trained, progress=progress)
+    if config.edit_steps:
+        # Stage 4: stage 3 again, weighted toward edits and conversations (what stage 3 left most
+        # often wrong), at a lower learning rate, from seeds of its own and with a new probe.
+        torch.manual_seed(config.seed + 4)
+        probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
+        rng, mix = random.Random(config.seed + 4004), EDIT_MIX
+        model.requires_grad_(True)
+        train_loop("mini MLLM 4/4 edits", config.edit_steps, [*model.parameters(), *probe.parameters()], instruction_step,
+                   lr=config.edit_lr, warmup=config.warmup // 2, clip=list(model.parameters()), progress=progress)
     model.eval()
     return save_qwen2_5_vl(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2)
 

@@ -40,6 +40,7 @@ from x2i.inference.request import Request
 from x2i.options import option
 from x2i.training.checkpoints import TrainedModel
 from x2i.training.data import read_captions
+from x2i.training.flow_matching import logit_normal_sigmas
 from x2i.training.loss import TERMS, AttentionTaps, FluxInputs, distillation_loss
 from x2i.training.trainer import TrainConfig, make_accelerator, process_batch, train
 
@@ -167,7 +168,7 @@ def make_inputs(models: Models, config: DistillConfig, texts: list[str], seeds: 
     guidance = torch.full((batch,), config.guidance, device=device) if transformer.config.guidance_embeds else None
     sigma = torch.ones(batch, device=device)
     if config.timesteps == "logit-normal":
-        sigma = torch.sigmoid(torch.stack([torch.randn((), generator=g, device=device) for g in generators]))
+        sigma = logit_normal_sigmas(generators=generators, device=device)
     elif config.timesteps == "mixed":
         draws = [(torch.rand((), generator=g, device=device).item(), torch.randint(len(models.sigmas), (), generator=g, device=device).item())
                  for g in generators]
