@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 torch.set_num_threads(2)
 
 

@@ -112,6 +112,14 @@ def test_prompt_sources(tmp_path):
             info.size = len(data)
             tar.addfile(info, BytesIO(data))
     assert read_captions(shards, "caption_en") == ["a red circle", "a blue square"]
+    # img2dataset writes each sample's caption twice (.json and .txt) under "./": one caption each
+    with tarfile.open(tmp_path / "img2dataset.tar", "w") as tar:
+        for name, data in (("./000.json", json.dumps({"caption_en": "a red circle"})), ("./000.txt", "a red circle"),
+                           ("./001.json", json.dumps({"caption_en": "a blue square"})), ("./001.txt", "a blue square")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data.encode())
+            tar.addfile(info, BytesIO(data.encode()))
+    assert read_captions(tmp_path / "img2dataset.tar", "caption_en") == ["a red circle", "a blue square"]
     with pytest.raises(X2IError, match="no caption under key 'caption'"):
         read_captions(tmp_path / "a.jsonl", "caption")
     with pytest.raises(X2IError, match="does not exist"):
@@ -161,3 +169,26 @@ def test_word_pairs_join_the_tokens_that_read_the_same_characters():
         assert [t for t, _ in paired] == [t for t in t5 if t not in ("</s>", "<pad>")]
         assert all(m.lstrip("Ġ") == t.lstrip("▁")[-len(m.lstrip("Ġ")):] for t, m in paired), paired
     assert paired == [("▁a", "a"), ("▁red", "Ġred"), ("▁circle", "Ġcircle")]  # the last row's
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_the_log_as_it_was(tmp_path):
+    from x2i.training.trainer import _Log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": i, "loss": 1.0}) + "\n" for i in range(1, 11)))
+    before = log.read_text()
+    _Log(log, start=5, active=True)  # a resumed run that dies before its first step
+    assert log.read_text() == before
+    _Log(log, start=5, active=True).write({"step": 6, "loss": 0.5})  # its first step: the lines past 5 go
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_overwrite_replaces_a_run_and_its_checkpoints(prompts, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, *distill_command(prompts, run, 2, 2, "--checkpoint-every", "1")], check=True, env=ENV, capture_output=True)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000001", "step-000002"]
+    again = subprocess.run([sys.executable, *distill_command(prompts, run, 1, 2)], env=ENV, capture_output=True, text=True)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    subprocess.run([sys.executable, *distill_command(prompts, run, 1, 2, "--overwrite")], check=True, env=ENV, capture_output=True)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000001"]  # none of the replaced run's are left
+    assert len((run / "log.jsonl").read_text().splitlines()) == 1

@@ -5,6 +5,7 @@ import io
 import sys
 
 import numpy as np
+from conftest import write_sound
 from PIL import Image
 
 from x2i.app.cli import main
@@ -36,11 +37,15 @@ def test_without_history_a_turn_reads_only_itself_and_the_last_picture(pipeline)
 def test_x2i_chat_reads_one_turn_per_line_from_a_script(tiny_models, tmp_path, monkeypatch, capsys):
     image = tmp_path / "in.png"
     Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(image)
-    script = f"a red circle\n/image {tmp_path / 'missing.png'}\n/image {image}\nmake it blue\n/reset\nein Quadrat\n/quit\nnever read\n"
+    write_sound(tmp_path / "tone.wav")  # a sound, which Qwen2.5-VL does not hear: refused when attached
+    script = (f"a red circle\n/image {tmp_path / 'missing.png'}\n/audio {tmp_path / 'tone.wav'}\n/unknown thing\n/image {image}\n"
+              "make it blue\n/reset\nein Quadrat\n/quit\nnever read\n")
     monkeypatch.setattr(sys, "stdin", io.StringIO(script))
     models = [f"--{k}={tiny_models[k]}" for k in ("mllm", "flux", "alignnet")]
     assert main(["chat", *models, "--out", str(tmp_path / "chat"), "--height", "32", "--width", "32", "--steps", "2", "--answer-tokens", "4"]) == 0
     out, err = capsys.readouterr()
     assert sorted(p.name for p in (tmp_path / "chat").iterdir()) == ["turn-1.png", "turn-2.png", "turn-3.png"]
     assert "x2i: error: image" in err and "missing.png does not exist" in err  # a bad turn says why; the chat goes on
+    assert "unknown command /unknown" in err  # named as a command, never sent as a prompt
+    assert "does not take audio" in err and err.count("x2i: error:") == 3  # the refused sound is dropped: the next turns go through
     assert "attached" in out and "new conversation" in out

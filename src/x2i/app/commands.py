@@ -6,12 +6,27 @@ Everything the user typed is checked before any model loads, so a typo costs no 
 from __future__ import annotations
 
 import json
-import os
+import math
 import sys
 import time
 from pathlib import Path
 
 from x2i.errors import X2IError
+
+
+def check_numbers(args) -> None:
+    """Numbers typed for a generation: finite, and seeds within what a torch generator takes."""
+    for name in ("guidance", "lightcontrol_scale", "lora_scale", "video_fps"):
+        value = getattr(args, name, None)
+        if value is not None and not math.isfinite(value):
+            raise X2IError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
+    if getattr(args, "seed", None) is not None and not 0 <= args.seed < 2**64:
+        raise X2IError("--seed must be between 0 and 2^64 - 1")
+    if getattr(args, "pad_to", None) is not None and args.pad_to < 0:
+        raise X2IError("--pad-to must be at least 0 (0: no padding)")
+    for name in ("max_text_tokens", "max_image_tokens"):
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
+            raise X2IError(f"--{name.replace('_', '-')} must be at least 1")
 
 
 def load_pipeline(args, **kwargs):
@@ -31,6 +46,7 @@ def run_generate(args) -> None:
     from x2i.inference.request import Request
     from x2i.media import check_image_path, open_input, save_images
 
+    check_numbers(args)
     request = Request(args.prompt, [open_input(path, kind) for kind, path in args.media])
     mllm = locate(args.mllm, "mllm")
     encoder_class(mllm).check(request, mllm)  # e.g. sound for a reader that does not hear, or too long a sound
@@ -50,9 +66,9 @@ def run_generate(args) -> None:
 
 
 def run_serve(args) -> None:
-    if args.steps < 1 or args.max_inputs < 0 or args.max_upload_mb <= 0:
+    if args.steps < 1 or args.max_inputs < 0 or not args.max_upload_mb > 0 or not math.isfinite(args.max_upload_mb):
         raise X2IError("--steps must be at least 1, --max-inputs at least 0 and --max-upload-mb positive")
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the app
+    check_numbers(args)
     try:
         from x2i.app.serve import build_app
     except ImportError as e:
@@ -70,9 +86,12 @@ def run_serve(args) -> None:
 def run_chat(args) -> None:
     from x2i.app.chat import chat_loop
     from x2i.inference.session import Session
+    from x2i.media import check_image_path
 
     if args.steps < 1 or args.answer_tokens < 0:
         raise X2IError("--steps must be at least 1 and --answer-tokens at least 0")
+    check_numbers(args)
+    check_image_path(args.out / "turn-1.png")  # --out must be (or become) a writable directory
     pipe = load_pipeline(args, height=args.height, width=args.width)
     session = Session(pipe, answer_tokens=args.answer_tokens, keep_history=not args.no_history, seed=args.seed,
                       num_inference_steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width)
@@ -82,8 +101,14 @@ def run_chat(args) -> None:
 
 def run_eval(args) -> None:
     from x2i.inference.loaders import device_and_dtype
+    from x2i.media import check_image_path
     from x2i.mini.eval import evaluate, load_cases, save_results
 
+    if args.steps < 1 or not 0 <= args.seed < 2**63:
+        raise X2IError("--steps must be at least 1 and --seed between 0 and 2^63 - 1")
+    check_numbers(args)
+    if args.save:
+        check_image_path(args.save / "00000-student.png")  # --save must be (or become) a writable directory
     cases = load_cases(args.cases)
     device, _ = device_and_dtype(args.device, "float32")
     report, results = evaluate(cases, args.models, flux=args.teacher, mllm=args.mllm, alignnet=args.alignnet, lightcontrol=args.lightcontrol,

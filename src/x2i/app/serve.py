@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import tempfile
 import traceback
 from pathlib import Path
 
-import gradio as gr
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before Gradio loads: no calls home from the app
+
+import gradio as gr  # noqa: E402
 from PIL import Image
 
 from x2i.errors import X2IError

@@ -9,9 +9,15 @@ from PIL import Image
 
 from x2i.errors import X2IError
 from x2i.media.clips import AUDIO_SUFFIXES, VIDEO_SUFFIXES, Audio, Video
-from x2i.media.images import check_image_path, load_image, make_grid, save_images
+from x2i.media.images import (
+    check_image_path,
+    load_image,
+    make_grid,
+    save_image,
+    save_images,
+)
 
-__all__ = ["AUDIO_SUFFIXES", "VIDEO_SUFFIXES", "Audio", "Video", "check_image_path", "load_image", "make_grid", "open_input", "save_images"]
+__all__ = ["AUDIO_SUFFIXES", "VIDEO_SUFFIXES", "Audio", "Video", "check_image_path", "load_image", "make_grid", "open_input", "save_image", "save_images"]
 
 KINDS = {"image": load_image, "audio": Audio.load, "video": Video.load}
 

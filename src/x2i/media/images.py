@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -23,9 +26,38 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 def check_image_path(out: Path) -> None:
-    """Refuse, before any work, an output path whose extension PIL cannot write."""
-    if Image.registered_extensions().get(Path(out).suffix.lower()) is None:
-        raise X2IError(f"cannot write {out}: unknown image extension {Path(out).suffix!r} (use .png, .jpg or .webp)")
+    """Refuse, before any work, an output path that cannot be written: an extension PIL does not
+    write RGB pictures as, a directory in its place, or a parent that is a file or read-only."""
+    out = Path(out)
+    fmt = Image.registered_extensions().get(out.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise X2IError(f"cannot write {out}: unknown image extension {out.suffix!r} (use .png, .jpg or .webp)")
+    try:
+        Image.new("RGB", (8, 8)).save(io.BytesIO(), format=fmt)
+    except (OSError, ValueError, KeyError) as e:
+        raise X2IError(f"cannot write {out}: {fmt} does not hold RGB pictures ({e}); use .png, .jpg or .webp") from e
+    if out.is_dir():
+        raise X2IError(f"cannot write {out}: it is a directory; name an image file")
+    parent = next((p for p in out.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise X2IError(f"cannot write {out}: {parent} is a file, not a directory")
+    try:  # a file made and removed there: permissions, read-only mounts, /proc
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as e:
+        raise X2IError(f"cannot write {out}: {parent} is not writable ({e.strerror})") from e
+
+
+def save_image(image: Image.Image, out: Path) -> None:
+    """Write under a temporary name beside `out`, then rename: an existing file is replaced whole or
+    not at all."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
+    try:
+        image.save(tmp, format=Image.registered_extensions()[out.suffix.lower()])
+        os.replace(tmp, out)
+    except (OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        raise X2IError(f"cannot write {out}: {e}") from e
 
 
 def save_images(images: list[Image.Image], out: Path, captions: list[str]) -> str:
@@ -33,11 +65,11 @@ def save_images(images: list[Image.Image], out: Path, captions: list[str]) -> st
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if len(images) == 1:
-        images[0].save(out)
+        save_image(images[0], out)
         return f"wrote {out}"
     for i, image in enumerate(images):
-        image.save(out.with_name(f"{out.stem}-{i}{out.suffix}"))
-    make_grid(images, captions).save(out)
+        save_image(image, out.with_name(f"{out.stem}-{i}{out.suffix}"))
+    save_image(make_grid(images, captions), out)
     return f"wrote {len(images)} images and their grid {out}"
 
 

@@ -128,7 +128,10 @@ def read_shard(path: Path) -> dict[str, dict]:
             for member in tar:
                 if not member.isfile():
                     continue
-                key, _, field = member.name.partition(".")
+                # WebDataset's rule: the key is the path up to the first dot of the file name ("./" aside)
+                folder, _, name = member.name.removeprefix("./").rpartition("/")
+                stem, _, field = name.partition(".")
+                key = f"{folder}/{stem}" if folder else stem
                 sample = samples.setdefault(key, {})
                 if field in ("json", "txt"):
                     text = tar.extractfile(member).read().decode("utf-8")

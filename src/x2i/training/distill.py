@@ -42,7 +42,13 @@ from x2i.training.checkpoints import TrainedModel
 from x2i.training.data import read_captions
 from x2i.training.flow_matching import logit_normal_sigmas
 from x2i.training.loss import TERMS, AttentionTaps, FluxInputs, distillation_loss
-from x2i.training.trainer import TrainConfig, make_accelerator, process_batch, train
+from x2i.training.trainer import (
+    TrainConfig,
+    check_run,
+    make_accelerator,
+    process_batch,
+    train,
+)
 
 TIMESTEPS = ("original", "logit-normal", "mixed")
 
@@ -93,8 +99,9 @@ class Models:
 def distill(config: DistillConfig) -> Path:
     if config.timesteps not in TIMESTEPS or config.terms not in TERMS:
         raise X2IError(f"--timesteps must be one of {', '.join(TIMESTEPS)} and --terms one of {', '.join(TERMS)}")
-    if config.steps < 1 or config.batch < 1 or not 0 <= config.t1_share <= 1:
-        raise X2IError("steps and batch must be at least 1, --t1-share between 0 and 1")
+    if not 0 <= config.t1_share <= 1 or not config.temperature > 0 or (config.pad_to is not None and config.pad_to < 1):
+        raise X2IError("--t1-share must be between 0 and 1, --temperature positive and --pad-to at least 1")
+    check_run(config, "alignnet")
     accelerator = make_accelerator("x2i distill")
     device = accelerator.device
 

@@ -47,7 +47,13 @@ from x2i.training.flow_matching import (
     logit_normal_sigmas,
     noised_and_velocity,
 )
-from x2i.training.trainer import TrainConfig, make_accelerator, process_batch, train
+from x2i.training.trainer import (
+    TrainConfig,
+    check_run,
+    make_accelerator,
+    process_batch,
+    train,
+)
 
 # FLUX's attention projections in its double and single blocks (image and text streams), as diffusers' FLUX LoRA trainers adapt them.
 ATTENTION = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
@@ -92,9 +98,9 @@ class Frozen:
 
 
 def train_lightcontrol(config: LightControlConfig) -> Path:
-    accelerator, triples, frozen = _setup(config, "x2i lightcontrol train")
-    if len(config.channels) != 3:
-        raise X2IError("--channels takes three widths: c0 c1 c2")
+    if len(config.channels) != 3 or config.norm_groups < 1 or any(c < 1 or c % config.norm_groups for c in config.channels):
+        raise X2IError("--channels takes three widths c0 c1 c2, each a positive multiple of --norm-groups")
+    accelerator, triples, frozen = _setup(config, "x2i lightcontrol train", "lightcontrol")
     torch.manual_seed(config.seed)  # the same initialisation on every rank
     branch = LightControl.for_flux(frozen.flux, block_out_channels=tuple(config.channels), norm_groups=config.norm_groups)
     branch.to(accelerator.device).train()
@@ -106,7 +112,9 @@ def train_lightcontrol(config: LightControlConfig) -> Path:
 
 
 def train_lora(config: LoraConfig) -> Path:
-    accelerator, triples, frozen = _setup(config, "x2i lora train")
+    if config.rank < 1 or (config.alpha is not None and not config.alpha > 0):
+        raise X2IError("--rank must be at least 1 and --alpha positive")
+    accelerator, triples, frozen = _setup(config, "x2i lora train", "lora")
     branch = None
     if config.lightcontrol:
         branch = load_lightcontrol(config.lightcontrol, frozen.flux, frozen.flux.transformer.dtype).to(accelerator.device)
@@ -131,9 +139,8 @@ def add_lora(transformer, rank: int, alpha: float | None = None) -> None:
     transformer.add_adapter(config)
 
 
-def _setup(config: EditTrainingConfig, command: str):
-    if config.steps < 1 or config.batch < 1:
-        raise X2IError("steps and batch must be at least 1")
+def _setup(config: EditTrainingConfig, command: str, trained_name: str):
+    check_run(config, trained_name)
     accelerator = make_accelerator(command)
     device = accelerator.device
     dtype = default_dtype(device)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -55,8 +57,29 @@ class TrainConfig:
     checkpoint_every: int = option(500, "steps between checkpoints", metavar="N")
     keep_checkpoints: int = option(3, "older checkpoints are deleted (0: keep all)", metavar="K")
     resume: bool = option(False, "continue from the newest checkpoint in OUT/checkpoints")
+    overwrite: bool = option(False, "replace the run already in OUT (its weights, checkpoints and log); without it, or --resume, such a run is refused")
     gradient_checkpointing: bool = option(True, "faster, more memory", flag="--no-gradient-checkpointing")
     progress: bool = True
+
+
+def check_run(config: TrainConfig, trained_name: str) -> None:
+    """Before anything loads: the options every trainer shares are in range, and OUT holds no
+    earlier run unless --resume continues it or --overwrite replaces it (nothing is lost silently)."""
+    numbers = {"--lr": config.lr, "--weight-decay": config.weight_decay, "--max-grad-norm": config.max_grad_norm}
+    if not all(math.isfinite(v) for v in numbers.values()) or config.lr <= 0 or config.max_grad_norm <= 0 or config.weight_decay < 0:
+        raise X2IError("--lr and --max-grad-norm must be positive numbers, --weight-decay a number of at least 0")
+    if config.steps < 1 or config.batch < 1 or config.checkpoint_every < 1 or config.warmup < 0 or config.keep_checkpoints < 0:
+        raise X2IError("--steps, --batch and --checkpoint-every must be at least 1, --warmup and --keep-checkpoints at least 0")
+    if not 0 <= config.seed < 2**63:
+        raise X2IError("--seed must be between 0 and 2^63 - 1")
+    if config.resume and config.overwrite:
+        raise X2IError("--resume continues the run in OUT and --overwrite replaces it: give one")
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise X2IError(f"--out {out} is a file; a run writes a directory")
+    earlier = [name for name in (trained_name, "checkpoints", "log.jsonl", "run.json") if (out / name).exists()]
+    if earlier and not (config.resume or config.overwrite):
+        raise X2IError(f"{out} already holds a run ({', '.join(earlier)}): continue it with --resume, or replace it with --overwrite")
 
 
 def make_accelerator(command: str) -> Accelerator:
@@ -91,6 +114,8 @@ def train(
 
     start = 0
     checkpoints = out / "checkpoints"
+    if config.overwrite and accelerator.is_main_process and checkpoints.is_dir():
+        shutil.rmtree(checkpoints)  # asked for; a later --resume must not pick up the replaced run's steps
     if config.resume and (last := latest_checkpoint(checkpoints)) is not None:
         start = load_checkpoint(last, trained, optimizer, scheduler)["step"]
         accelerator.print(f"resuming from {last} (step {start})")
@@ -171,22 +196,25 @@ def _fingerprint(parameters: list[torch.nn.Parameter]) -> str:
 
 
 class _Log:
-    """log.jsonl, one line per step; on resume, lines past the resumed step are dropped."""
+    """log.jsonl, one line per step; on resume, lines past the resumed step are dropped. The file is
+    rewritten at the first step's line, not before: a run that fails earlier leaves it as it was."""
 
     def __init__(self, path: Path, start: int, active: bool):
-        self.path, self.active = path, active
-        if not active:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if start and path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
-        path.write_text("".join(line + "\n" for line in kept))
+        self.path, self.active, self.kept = path, active, None
+        if active:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.kept = []
+            if start and path.is_file():
+                self.kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
 
     def write(self, row: dict) -> None:
-        if self.active:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        if not self.active:
+            return
+        if self.kept is not None:
+            self.path.write_text("".join(line + "\n" for line in self.kept))
+            self.kept = None
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def plot_loss(log: Path, image: Path, label: str = "loss") -> None:

@@ -1,0 +1,83 @@
+"""Bad input through the real command line: one line, exit code 2, no traceback, and every file
+that was there before is byte-identical after (nothing on disk is lost)."""
+
+import pytest
+
+from x2i.app.cli import main
+
+
+def snapshot(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def place(tmp_path):
+    """A folder with what a user has on disk: a picture, a file, a directory named like a picture,
+    and a finished training run."""
+    (tmp_path / "keep.png").write_bytes(b"\x89PNG a picture the user keeps")
+    (tmp_path / "keep.xbm").write_bytes(b"an xbm file the user keeps")
+    (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "dir.png").mkdir()
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000010").mkdir(parents=True)
+    (run / "checkpoints" / "step-000010" / "state.json").write_text('{"step": 10}')
+    (run / "alignnet").mkdir()
+    (run / "alignnet" / "config.json").write_text("{}")
+    (run / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 10, "loss": 1.0}\n')
+    (tmp_path / "prompts.txt").write_text("a red circle\n")
+    (tmp_path / "cases.jsonl").write_text("")
+    return tmp_path
+
+
+def generate(out="o.png", *flags):
+    return ["generate", "--prompt", "a red circle", "--steps", "1", "--out", out, *flags]
+
+
+CASES = {
+    # output paths that cannot be written, found before any model loads
+    "out is a directory": (lambda p: generate(str(p / "dir.png")), "it is a directory"),
+    "out under a file": (lambda p: generate(str(p / "a-file" / "x.png")), "is a file, not a directory"),
+    "out in a format without RGB": (lambda p: generate(str(p / "keep.xbm")), "does not hold RGB pictures"),
+    "out in /proc": (lambda p: generate("/proc/x2i-test.png"), "is not writable"),
+    "chat out onto a file": (lambda p: ["chat", "--out", str(p / "a-file")], "is a file, not a directory"),
+    "eval save onto a file": (lambda p: ["eval", str(p / "cases.jsonl"), "--save", str(p / "a-file")], "is a file, not a directory"),
+    # numbers out of range
+    "guidance nan": (lambda p: generate(str(p / "o.png"), "--guidance", "nan"), "--guidance must be a finite number"),
+    "lightcontrol scale nan": (lambda p: generate(str(p / "o.png"), "--lightcontrol-scale", "nan"), "--lightcontrol-scale must be a finite"),
+    "video fps nan": (lambda p: generate(str(p / "o.png"), "--video-fps", "nan"), "--video-fps must be a finite"),
+    "seed below 0": (lambda p: generate(str(p / "o.png"), "--seed", "-1"), "--seed must be between 0 and 2^64 - 1"),
+    "seed past 64 bits": (lambda p: generate(str(p / "o.png"), "--seed", str(2**64)), "--seed must be between 0 and 2^64 - 1"),
+    "negative padding": (lambda p: generate(str(p / "o.png"), "--pad-to", "-5"), "--pad-to must be at least 0"),
+    "negative text bound": (lambda p: generate(str(p / "o.png"), "--max-text-tokens", "-1"), "--max-text-tokens must be at least 1"),
+    "eval with no steps": (lambda p: ["eval", str(p / "cases.jsonl"), "--steps", "0"], "--steps must be at least 1"),
+    # training runs: an earlier run is continued or replaced only when asked, and bad options fail first
+    "distill into a finished run": (lambda p: ["distill", "--prompts", str(p / "prompts.txt"), "--out", str(p / "run")], "--resume, or replace it with --overwrite"),
+    "lightcontrol into a finished run": (lambda p: ["lightcontrol", "train", "--triples", str(p / "t.jsonl"), "--out", str(p / "run"),
+                                                    "--channels", "16", "32", "128", "--norm-groups", "8"], "already holds a run"),
+    "resume with checkpoints every 0 steps": (lambda p: ["distill", "--prompts", str(p / "prompts.txt"), "--out", str(p / "run"), "--resume",
+                                                         "--checkpoint-every", "0"], "--checkpoint-every must be at least 1"),
+    "resume with a nan learning rate": (lambda p: ["distill", "--prompts", str(p / "prompts.txt"), "--out", str(p / "run"), "--resume",
+                                                   "--lr", "nan"], "--lr and --max-grad-norm must be positive"),
+    "resume with temperature 0": (lambda p: ["distill", "--prompts", str(p / "prompts.txt"), "--out", str(p / "run"), "--resume",
+                                             "--temperature", "0"], "--temperature positive"),
+    "resume and overwrite": (lambda p: ["distill", "--prompts", str(p / "prompts.txt"), "--out", str(p / "run"), "--resume", "--overwrite"],
+                             "give one"),
+    "distill out onto a file": (lambda p: ["distill", "--prompts", str(p / "prompts.txt"), "--out", str(p / "a-file")], "is a file"),
+    "branch groups that do not divide": (lambda p: ["lightcontrol", "train", "--triples", str(p / "t.jsonl"), "--out", str(p / "new"),
+                                                    "--norm-groups", "7"], "multiple of --norm-groups"),
+    "branch of no width": (lambda p: ["lightcontrol", "train", "--triples", str(p / "t.jsonl"), "--out", str(p / "new"),
+                                      "--channels", "0", "0", "0"], "multiple of --norm-groups"),
+    "LoRA of rank 0": (lambda p: ["lora", "train", "--triples", str(p / "t.jsonl"), "--out", str(p / "new"), "--rank", "0"], "--rank must be at least 1"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_one_line_and_loses_nothing(name, place, capsys):
+    argv, message = CASES[name]
+    before = snapshot(place)
+    assert main(argv(place)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("x2i: error:")]
+    assert len(lines) == 1 and message in lines[0], err
+    assert snapshot(place) == before
