@@ -195,7 +195,9 @@ def test_distill_bad_input(tmp_path, tiny_models, capsys):
         "missing prompts": (["--prompts", str(tmp_path / "none.txt")], "does not exist"),
         "empty prompts": (["--prompts", str(prompts)], "holds no prompts"),
         "unsupported prompts": (["--prompts", str(tmp_path)], "no .tar WebDataset shards"),
-        "teacher without T5/CLIP": (["--prompts", str(tmp_path / "q.txt"), "--flux", str(tiny_models["flux"])], "no T5/CLIP"),
+        "teacher without T5/CLIP": (["--prompts", str(tmp_path / "q.txt"), "--flux", str(tiny_models["flux"]), "--mllm", str(tiny_models["mllm"])],
+                                    "no T5/CLIP"),
+        "another FLUX, no MLLM named": (["--prompts", str(tmp_path / "q.txt"), "--flux", str(tiny_models["flux"])], "needs --mllm"),
         "no steps": (["--prompts", str(tmp_path / "q.txt"), "--steps", "0"], "at least 1"),
     }
     (tmp_path / "q.txt").write_text("a red circle\n")

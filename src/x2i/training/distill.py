@@ -18,6 +18,7 @@ checkpoints, as for every x2i trainer.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +57,16 @@ TIMESTEPS = ("original", "logit-normal", "mixed")
 @dataclass(kw_only=True)
 class DistillConfig(TrainConfig):
     prompts: str = option(help="captions: .txt (one per line), .jsonl, or WebDataset .tar shards (a file or a directory)")
-    mllm: str = option("mini", "MLLM directory or hub id (mini: the shipped mini MLLM)")
+    mllm: str | None = option(None, "MLLM directory or hub id, whose AlignNet is distilled (default: the shipped mini MLLM, with the "
+                              "mini FLUX only: any other FLUX needs it named)")
     flux: str = option("mini", "FLUX pipeline WITH its T5 and CLIP, the teacher (mini: the shipped mini FLUX)")
     caption_key: str = option("caption", "JSON key of the caption in .jsonl lines or WebDataset .json members (the authors': caption_en)")
     temperature: float = option(3.0, "softmax temperature of every term")
-    terms: str = option("words", "which attention outputs are compared. words: every image term, and text terms between the "
-                        "T5 token and the MLLM token that read the same caption characters; padded: every term, token k with "
-                        "token k, T5 and the MLLM both padded to --pad-to (the release's 512/512); image: image tokens only",
-                        choices=TERMS)
+    terms: str | None = option(None, "which attention outputs are compared. words: every image term, and text terms between the "
+                               "T5 token and the MLLM token that read the same caption characters; padded: every term, token k with "
+                               "token k, T5 and the MLLM both padded to --pad-to (the release's 512/512); image: image tokens only. "
+                               "Default: padded, as the release; words for the mini FLUX, whose small T5 breaks past its 32 tokens",
+                               choices=TERMS)
     timesteps: str = option("original", "original: t = 1.0 only, as the authors; logit-normal: t ~ sigmoid(N(0,1)); mixed: t = 1.0 "
                             "for --t1-share of the samples, the others at the sigmas FLUX's sampler visits (--sampling-steps). "
                             "Latents at t < 1 are one Euler step of the teacher's own flow from pure noise", choices=TIMESTEPS)
@@ -97,6 +100,7 @@ class Models:
 
 
 def distill(config: DistillConfig) -> Path:
+    config = with_defaults(config)
     if config.timesteps not in TIMESTEPS or config.terms not in TERMS:
         raise X2IError(f"--timesteps must be one of {', '.join(TIMESTEPS)} and --terms one of {', '.join(TERMS)}")
     if not 0 <= config.t1_share <= 1 or not config.temperature > 0 or (config.pad_to is not None and config.pad_to < 1):
@@ -127,6 +131,16 @@ def distill(config: DistillConfig) -> Path:
                   loss_label="attention distillation loss", after_backward=taps.clear)
     taps.remove()
     return final
+
+
+def with_defaults(config: DistillConfig) -> DistillConfig:
+    """The defaults that depend on the FLUX: the mini world's (the mini MLLM, word pairs) for the
+    mini FLUX only; any other FLUX gets the release's pairing and must name its MLLM."""
+    mini = str(config.flux) == "mini"
+    if config.mllm is None and not mini:
+        raise X2IError(f"x2i distill --flux {config.flux} needs --mllm: the MLLM whose AlignNet is distilled "
+                       "(the shipped mini MLLM goes with the mini FLUX only)")
+    return dataclasses.replace(config, mllm=config.mllm or "mini", terms=config.terms or ("words" if mini else "padded"))
 
 
 def load_models(config: DistillConfig, device: torch.device) -> Models:
