@@ -26,6 +26,8 @@ def place(tmp_path):
     (run / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 10, "loss": 1.0}\n')
     (tmp_path / "prompts.txt").write_text("a red circle\n")
     (tmp_path / "cases.jsonl").write_text("")
+    (tmp_path / "latin1.txt").write_bytes("un cercle à gauche\n".encode("latin-1"))
+    (tmp_path / "number.jsonl").write_text('{"task": "text2image", "lang": "en", "text": 7, "expect": {"objects": [{"shape": "circle", "color": "red", "size": "small", "position": "left"}]}}\n')
     return tmp_path
 
 
@@ -41,6 +43,14 @@ CASES = {
     "out in /proc": (lambda p: generate("/proc/x2i-test.png"), "is not writable"),
     "chat out onto a file": (lambda p: ["chat", "--out", str(p / "a-file")], "is a file, not a directory"),
     "eval save onto a file": (lambda p: ["eval", str(p / "cases.jsonl"), "--save", str(p / "a-file")], "is a file, not a directory"),
+    "make-cases of no cases": (lambda p: ["mini", "make-cases", "--out", str(p / "keep.png"), "--n", "0"], "--n must be at least 1"),
+    "make-prompts onto a directory": (lambda p: ["mini", "make-prompts", "--out", str(p / "dir.png"), "--n", "2"], "it is a directory"),
+    "make-triples onto a file": (lambda p: ["mini", "make-triples", "--out", str(p / "a-file"), "--n", "2"], "is a file"),
+    "tiny models onto a file": (lambda p: ["tiny-models", str(p / "a-file")], "is a file"),
+    # files that are not what they should be
+    "an image that is a directory": (lambda p: generate(str(p / "o.png"), "--image", str(p / "dir.png")), "is a directory"),
+    "a prompt file not in UTF-8": (lambda p: ["distill", "--prompts", str(p / "latin1.txt"), "--out", str(p / "new"), "--steps", "1"], "is not UTF-8"),
+    "a case whose text is a number": (lambda p: ["eval", str(p / "number.jsonl")], "a case's text is a string"),
     # numbers out of range
     "guidance nan": (lambda p: generate(str(p / "o.png"), "--guidance", "nan"), "--guidance must be a finite number"),
     "lightcontrol scale nan": (lambda p: generate(str(p / "o.png"), "--lightcontrol-scale", "nan"), "--lightcontrol-scale must be a finite"),

@@ -47,6 +47,10 @@ def run_generate(args) -> None:
     from x2i.media import check_image_path, open_input, save_images
 
     check_numbers(args)
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError as e:  # bytes that were not text in the terminal's encoding
+        raise X2IError("--prompt is not text in the terminal's encoding; type it again") from e
     request = Request(args.prompt, [open_input(path, kind) for kind, path in args.media])
     mllm = locate(args.mllm, "mllm")
     encoder_class(mllm).check(request, mllm)  # e.g. sound for a reader that does not hear, or too long a sound
@@ -146,5 +150,7 @@ def run_training(args) -> None:
 def run_tiny_models(args) -> None:
     from x2i.tiny_models import build_tiny_models
 
+    if args.directory.exists() and not args.directory.is_dir():
+        raise X2IError(f"{args.directory} is a file; tiny models are written into a directory")
     paths = build_tiny_models(args.directory, seed=args.seed, reader=args.reader)
     print("built tiny random models (for smoke runs; their images mean nothing):", *(f"--{k} {v}" for k, v in paths.items()))

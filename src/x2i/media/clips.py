@@ -24,6 +24,8 @@ MAX_VIDEO_FRAMES = 64  # at 2 fps, the first 32 s of a clip
 
 
 def _open(path: Path, kind: str, suffixes: tuple[str, ...]):
+    if path.is_dir():
+        raise X2IError(f"{kind} file {path} is a directory; give a file")
     if not path.is_file():
         raise X2IError(f"{kind} file not found: {path}")
     if path.suffix.lower() not in suffixes:

@@ -16,6 +16,8 @@ from x2i.errors import X2IError
 
 def load_image(path: str | Path) -> Image.Image:
     path = Path(path)
+    if path.is_dir():
+        raise X2IError(f"image {path} is a directory; give an image file")
     if not path.is_file():
         raise X2IError(f"image {path} does not exist")
     try:

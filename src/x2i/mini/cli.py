@@ -9,6 +9,7 @@ from pathlib import Path
 
 from x2i.errors import X2IError
 from x2i.inference.request import CONDITION_ON
+from x2i.training.data import write_lines
 
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 
@@ -108,17 +109,19 @@ def run_make_cases(args) -> None:
     unknown = [t for t in tasks if t not in TASKS] + [lang for lang in langs if lang not in LANGUAGES]
     if unknown:
         raise X2IError(f"unknown task or language {unknown}; tasks: {', '.join(TASKS)}; languages: {', '.join(LANGUAGES)}")
+    if args.n < 1:
+        raise X2IError("--n must be at least 1")
     cases = make_cases(args.n, tasks, langs, seed=args.seed, num_objects=args.objects)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(c) + "\n" for c in cases))
+    write_lines(args.out, [json.dumps(c) for c in cases])
     print(f"wrote {len(cases)} cases to {args.out}")
 
 
 def run_make_prompts(args) -> None:
     from x2i.mini.teacher import english_corpus
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(line + "\n" for line in english_corpus(args.n, args.seed)))
+    if args.n < 1:
+        raise X2IError("--n must be at least 1")
+    write_lines(args.out, english_corpus(args.n, args.seed))
     print(f"wrote {args.n} English captions to {args.out}")
 
 
@@ -132,6 +135,8 @@ def run_make_triples(args) -> None:
 
     if args.n < 1 or not 0 <= args.identity <= 1:
         raise X2IError("--n must be at least 1 and --identity between 0 and 1")
+    if args.out.exists() and not args.out.is_dir():
+        raise X2IError(f"--out {args.out} is a file; triples are written into a directory")
     rng = random.Random(args.seed)
     images = args.out / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -147,7 +152,7 @@ def run_make_triples(args) -> None:
         render(scene, random.Random(look)).save(images / f"{i:06d}-source.png")
         render(result, random.Random(look)).save(images / f"{i:06d}-target.png")
         lines.append({"source": f"images/{i:06d}-source.png", "instruction": text, "target": f"images/{i:06d}-target.png"})
-    (args.out / "triples.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    write_lines(args.out / "triples.jsonl", [json.dumps(line) for line in lines])
     print(f"wrote {args.n} triples to {args.out / 'triples.jsonl'}")
 
 

@@ -95,6 +95,8 @@ def load_cases(path: str | Path) -> list[dict]:
             raise X2IError(f"{where}: a {case['task']} case takes {needs_images or 'no'} input image(s)")
         for scene in images:
             _check_scene(scene, where, complete=True)
+        if "text" in case and not isinstance(case["text"], str):
+            raise X2IError(f"{where}: a case's text is a string")
         if case["task"] == "imagetext2image" and "text" not in case:
             op = case.get("instruction")
             if not isinstance(op, dict) or op.get("op") not in EDIT_OPS:

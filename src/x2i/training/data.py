@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 import random
 import tarfile
 from dataclasses import dataclass
@@ -36,9 +37,34 @@ from x2i.errors import X2IError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
+def read_text(path: Path) -> str:
+    """A UTF-8 text file, with one clear line when it is not one."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise X2IError(f"{path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from e
+    except IsADirectoryError as e:
+        raise X2IError(f"{path} is a directory, not a file") from e
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    """A text file of `lines`, written under a temporary name and renamed: an existing file is
+    replaced whole or not at all; a directory in its place is refused."""
+    path = Path(path)
+    if path.is_dir():
+        raise X2IError(f"cannot write {path}: it is a directory; name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise X2IError(f"cannot write {path}: {e.strerror or e}") from e
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[str, object]]:
     """(`file:line`, the line's JSON value) for every non-blank line."""
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -88,7 +114,7 @@ def read_captions(path: str | Path, caption_key: str = "caption") -> list[str]:
         if file.suffix == ".jsonl":
             return [_caption({"json": record}, caption_key, where) for where, record in read_jsonl(file)]
         if file.suffix == ".txt":
-            return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            return [line.strip() for line in read_text(file).splitlines() if line.strip()]
         raise X2IError(f"{file}: prompts come as .txt (one per line), .jsonl, or WebDataset .tar shards")
 
     return _read_all(path, "prompt file", "prompts", read)
