@@ -68,8 +68,10 @@ def _check_scene(scene, where: str, complete: bool) -> None:
     if not isinstance(scene, dict) or not isinstance(scene.get("objects"), list) or not 1 <= len(scene["objects"]) <= 2:
         raise X2IError(f"{where}: a scene is {{\"objects\": [1 or 2 objects]}}")
     for obj in scene["objects"]:
+        if not isinstance(obj, dict):
+            raise X2IError(f"{where}: an object is {{\"shape\": ..., \"color\": ..., \"size\": ..., \"position\": ...}}")
         for attr, value in obj.items():
-            if attr not in VALUES or value not in VALUES[attr]:
+            if attr not in VALUES or not isinstance(value, str) or value not in VALUES[attr]:
                 raise X2IError(f"{where}: {attr}={value!r} is not in the mini world (see x2i.mini.world)")
         if complete and set(obj) != set(ATTRIBUTES):
             raise X2IError(f"{where}: an input image's objects need all of {', '.join(ATTRIBUTES)}")
@@ -83,15 +85,15 @@ def load_cases(path: str | Path) -> list[dict]:
     for where, case in read_jsonl(path):
         if not isinstance(case, dict):
             raise X2IError(f"{where}: not a JSON object")
-        if case.get("task") not in TASKS:
+        if not isinstance(case.get("task"), str) or case["task"] not in TASKS:
             raise X2IError(f"{where}: task must be one of {', '.join(TASKS)}")
         case.setdefault("lang", "en")
-        if case["lang"] not in LANGUAGES:
+        if not isinstance(case["lang"], str) or case["lang"] not in LANGUAGES:
             raise X2IError(f"{where}: lang must be one of {', '.join(LANGUAGES)}")
         _check_scene(case.get("expect"), where, complete=False)
         needs_images = TASKS[case["task"]]["images"]
         images = case.get("images", [])
-        if len(images) < needs_images or (needs_images == 0 and images):
+        if not isinstance(images, list) or len(images) < needs_images or (needs_images == 0 and images):
             raise X2IError(f"{where}: a {case['task']} case takes {needs_images or 'no'} input image(s)")
         for scene in images:
             _check_scene(scene, where, complete=True)

@@ -171,11 +171,11 @@ def read_shard(path: Path) -> dict[str, dict]:
 
 def _caption(sample: dict, key: str, where: str) -> str:
     record = sample.get("json")
-    if isinstance(record, dict) and isinstance(record.get(key), str):
+    if isinstance(record, dict) and isinstance(record.get(key), str) and record[key].strip():
         return record[key].strip()
-    if "json" not in sample and isinstance(sample.get("txt"), str):
+    if "json" not in sample and isinstance(sample.get("txt"), str) and sample["txt"].strip():
         return sample["txt"].strip()
-    raise X2IError(f"{where}: no caption under key {key!r} (set it with --caption-key)")
+    raise X2IError(f"{where}: no caption under key {key!r} (set it with --caption-key), or an empty one")
 
 
 def _jsonl_triple(file: Path, where: str, record) -> Triple:
