@@ -11,6 +11,9 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 torch.set_num_threads(2)
+# diffusers and transformers give their loggers a handler on the stderr of the moment they load:
+# load them now, not inside a test whose captured stderr is closed after it.
+import x2i.inference.pipeline  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,8 @@ CASES = {
     "seed past 64 bits": (lambda p: generate(str(p / "o.png"), "--seed", str(2**64)), "--seed must be between 0 and 2^64 - 1"),
     "negative padding": (lambda p: generate(str(p / "o.png"), "--pad-to", "-5"), "--pad-to must be at least 0"),
     "negative text bound": (lambda p: generate(str(p / "o.png"), "--max-text-tokens", "-1"), "--max-text-tokens must be at least 1"),
+    "steps past the bound": (lambda p: generate(str(p / "o.png"), "--steps", "100000"), "raise --max-steps"),
+    "images past the bound": (lambda p: generate(str(p / "o.png"), "--num-images", "10000"), "raise --max-images"),
     "eval with no steps": (lambda p: ["eval", str(p / "cases.jsonl"), "--steps", "0"], "--steps must be at least 1"),
     # training runs: an earlier run is continued or replaced only when asked, and bad options fail first
     "distill into a finished run": (lambda p: ["distill", "--prompts", str(p / "prompts.txt"), "--out", str(p / "run")], "--resume, or replace it with --overwrite"),

@@ -32,6 +32,8 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
                         "default: the length the AlignNet was trained on (512 for the official checkpoints, 128 for the mini)")
     parser.add_argument("--max-image-tokens", type=int, default=None, metavar="N", help="refuse larger sizes; default: 4x the tokens "
                         "of the size FLUX was made for (2048x2048 for FLUX.1)")
+    parser.add_argument("--max-steps", type=int, default=None, metavar="N", help="refuse more denoising steps per request; default: 200")
+    parser.add_argument("--max-images", type=int, default=None, metavar="N", help="refuse more images in one call; default: 64")
 
 
 def add_generation_options(parser: argparse.ArgumentParser) -> None:

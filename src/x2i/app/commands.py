@@ -24,7 +24,7 @@ def check_numbers(args) -> None:
         raise X2IError("--seed must be between 0 and 2^64 - 1")
     if getattr(args, "pad_to", None) is not None and args.pad_to < 0:
         raise X2IError("--pad-to must be at least 0 (0: no padding)")
-    for name in ("max_text_tokens", "max_image_tokens"):
+    for name in ("max_text_tokens", "max_image_tokens", "max_steps", "max_images"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             raise X2IError(f"--{name.replace('_', '-')} must be at least 1")
 
@@ -37,13 +37,14 @@ def load_pipeline(args, **kwargs):
     device, dtype = device_and_dtype(args.device, args.dtype)
     return X2IPipeline.from_pretrained(args.mllm, args.flux, args.alignnet, device=device, dtype=dtype, quantize=args.quantize,
                                        offload=args.offload, max_text_tokens=args.max_text_tokens, max_image_tokens=args.max_image_tokens,
-                                       condition_on=args.condition_on, **kwargs)
+                                       max_steps=args.max_steps, max_images=args.max_images, condition_on=args.condition_on, **kwargs)
 
 
 def run_generate(args) -> None:
     from x2i.inference.loaders import encoder_class
     from x2i.inference.locations import locate
     from x2i.inference.request import Request
+    from x2i.inference.work_bounds import MAX_IMAGES, MAX_STEPS, check_counts
     from x2i.media import check_image_path, open_input, save_images
 
     check_numbers(args)
@@ -57,6 +58,7 @@ def run_generate(args) -> None:
     check_image_path(args.out)
     if args.steps < 1 or args.num_images < 1:
         raise X2IError("--steps and --num-images must be at least 1")
+    check_counts(args.steps, args.num_images, args.max_steps or MAX_STEPS, args.max_images or MAX_IMAGES)  # before anything loads
     if args.video_fps <= 0 or args.max_frames < 1:
         raise X2IError("--video-fps must be positive and --max-frames at least 1")
     if args.lightcontrol and not request.images:

@@ -38,7 +38,13 @@ from x2i.inference.loaders import (
 )
 from x2i.inference.lora import load_lora
 from x2i.inference.request import CONDITION_ON, Request, request_kind
-from x2i.inference.work_bounds import check_work, image_tokens
+from x2i.inference.work_bounds import (
+    MAX_IMAGES,
+    MAX_STEPS,
+    check_counts,
+    check_work,
+    image_tokens,
+)
 
 
 @dataclass
@@ -65,10 +71,12 @@ class X2IPipeline:
     longer than `max_text_tokens` tokens (default: the length
     AlignNet was trained on, 512 for the official checkpoints) is refused, and so is a size beyond
     `max_image_tokens` (default: 4x the tokens of the size FLUX was made for) or one whose memory
-    will not fit (x2i.inference.work_bounds)."""
+    will not fit, and so are more than `max_steps` steps or `max_images` images in one call
+    (x2i.inference.work_bounds)."""
 
     def __init__(self, encoder: MLLMEncoder, alignnet: AlignNet, flux: FluxPipeline, pad_to: int | None = None,
                  max_answer_tokens: int = 128, max_text_tokens: int | None = None, max_image_tokens: int | None = None,
+                 max_steps: int | None = None, max_images: int | None = None,
                  condition_on: str = "auto"):
         self.encoder = encoder
         self.condition_on = check_road(condition_on)
@@ -79,6 +87,7 @@ class X2IPipeline:
         self.max_answer_tokens = max_answer_tokens
         self.max_text_tokens = max_text_tokens or alignnet.config.pad_to or 512
         self.max_image_tokens = max_image_tokens or 4 * image_tokens(flux, self.default_size, self.default_size)
+        self.max_steps, self.max_images = max_steps or MAX_STEPS, max_images or MAX_IMAGES
         self.lightcontrol: LightControl | None = None
         self.offload: tuple[str, torch.device] | None = None  # ("model" | "sequential", the device parts run on)
         self._check_fit()
@@ -100,6 +109,8 @@ class X2IPipeline:
         lora_scale: float = 1.0,
         max_text_tokens: int | None = None,
         max_image_tokens: int | None = None,
+        max_steps: int | None = None,
+        max_images: int | None = None,
         quantize: str | None = None,
         condition_on: str = "auto",
         offload: str | None = None,
@@ -133,7 +144,7 @@ class X2IPipeline:
             load_lora(flux_pipe, lora, lora_scale)
         encoder = load_encoder(mllm, device=device, dtype=dtype, quantization=mllm_config)
         pipe = cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to, max_text_tokens=max_text_tokens, max_image_tokens=max_image_tokens,
-                   condition_on=condition_on)
+                   max_steps=max_steps, max_images=max_images, condition_on=condition_on)
         pipe.lightcontrol = branch
         if offload:
             getattr(pipe, f"enable_{offload}_cpu_offload")(run_on)
@@ -291,6 +302,7 @@ class X2IPipeline:
             raise X2IError("empty request list")
         if num_inference_steps < 1 or num_images_per_prompt < 1:
             raise X2IError("steps and number of images must be at least 1")
+        check_counts(num_inference_steps, len(requests) * num_images_per_prompt, self.max_steps, self.max_images)
         height = self.default_size if height is None else height
         width = self.default_size if width is None else width
         check_size(self.flux, height, width)

@@ -18,6 +18,10 @@ import torch
 from x2i.errors import X2IError
 
 GIB = 1024**3
+# Bounds on one call, raised by the caller when meant (--max-steps, --max-images): FLUX.1-dev samples
+# in 28-50 steps and schnell in 4; more images than this in one call is a batch job, not a request.
+MAX_STEPS = 200
+MAX_IMAGES = 64
 # A FLUX.1 block keeps the residual streams, q/k/v, the attention output and the 4x-wide MLP alive:
 # about 12 hidden-size vectors per token. The VAE decoder's last blocks hold about 4 full-resolution
 # tensors at once (input, normalised, convolved, skip).
@@ -53,6 +57,15 @@ def free_bytes(device: torch.device) -> int:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_counts(steps: int, images: int, max_steps: int, max_images: int) -> None:
+    """Refuse, before any work, more denoising steps or more images in one call than the bounds."""
+    if steps > max_steps:
+        raise X2IError(f"{steps} denoising steps; x2i allows up to {max_steps} (FLUX.1-dev needs 28-50): use fewer, or raise --max-steps")
+    if images > max_images:
+        raise X2IError(f"{images} images in one call; x2i makes up to {max_images} at once: ask for fewer (run again with other seeds "
+                       f"for more), or raise --max-images")
 
 
 def check_work(flux, height: int, width: int, images: int, text_tokens: int, device: torch.device, max_image_tokens: int) -> None:
