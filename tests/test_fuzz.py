@@ -37,7 +37,11 @@ def mutate_case(case, rng):
         key = rng.choice(["task", "expect"] + (["images"] if case.get("images") else []) + (["instruction"] if "instruction" in case else []))
         del case[key]
         return json.dumps(case).encode()
-    text = json.dumps(case).encode()
+    return broken_text(json.dumps(case).encode(), kind, rng)
+
+
+def broken_text(text, kind, rng):
+    """The line cut short, or with a byte put in that is not UTF-8 text (or a NUL)."""
     if kind == "cut":
         return text[: rng.randrange(1, len(text) - 1)]
     at = rng.randrange(len(text))
@@ -81,11 +85,7 @@ def mutate_line(record, key, junk, rng):
         else:
             del record[key]
         return json.dumps(record).encode()
-    text = json.dumps(record).encode()
-    if kind == "cut":
-        return text[: rng.randrange(1, len(text) - 1)]
-    at = rng.randrange(len(text))
-    return text[:at] + bytes([rng.choice([0xFF, 0xC3, 0x80])]) + text[at:]
+    return broken_text(json.dumps(record).encode(), kind, rng)
 
 
 def test_mutated_prompt_files_are_refused_in_one_line(tmp_path, capsys):
