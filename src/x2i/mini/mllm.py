@@ -1,14 +1,16 @@
 """The mini MLLM: a Qwen2.5-VL that understands the mini world, trained here from scratch.
 
 It is the real `Qwen2_5_VLForConditionalGeneration` with a byte-level BPE tokenizer trained on the
-world's five languages, saved so that `x2i.load_encoder` loads it exactly as it loads the real model. It is made in the three stages real MLLMs are made in (Qwen2.5-VL, LLaVA):
+world's five languages, saved so that `x2i.load_encoder` loads it exactly as it loads the real
+model. It is made in the three stages real MLLMs are made in (Qwen2.5-VL, LLaVA), the last twice:
 
 1. language model: next-token prediction on text of the world in five languages (captions, half
    of them beside a translation as parallel text on the web is, edit instructions, questions);
 2. vision-language alignment: the vision tower learns to caption images (in English) for the
    frozen language model;
 3. instruction tuning, everything trained, on the world's tasks (`x2i.mini.examples`) put through
-   the same `Qwen2_5_VLEncoder.chat` / `format_prompt` that X2I uses.
+   the same `Qwen2_5_VLEncoder.chat` / `format_prompt` that X2I uses;
+4. stage 3 again, on a mix weighted toward edits and conversations (`EDIT_MIX`), at a lower rate.
 
 Two training-only objectives stand in for properties measured in large MLLMs that a 4-layer model
 does not get by itself (docs/mini-world.md): the semantic hub (`x2i.mini.readout.hub_loss`: an
@@ -74,9 +76,9 @@ class MLLMConfig:
     vision_hidden_size: int = option(128, "vision tower width")
     patch_size: int = option(8, "64 px images -> 8x8 patches -> 16 image tokens after 2x2 merging")
     vocab_size: int = option(2000, "BPE vocabulary over the five languages")
-    hub_weight: float = option(1.0, "weight of the semantic-hub readout objective, stages 2 and 3 (0: none)")
+    hub_weight: float = option(1.0, "weight of the semantic-hub readout objective, stages 2 to 4 (0: none)")
     hub_layers: int = option(2, "the last layers the semantic-hub objective reads")
-    probe_weight: float = option(1.0, "weight of the scene probe's loss next to the answer's, stage 3 (0: no probe)")
+    probe_weight: float = option(1.0, "weight of the scene probe's loss next to the answer's, stages 3 and 4 (0: no probe)")
     probe_tokens: int = option(6, "prompt tokens the probe reads: the chat template's closing ones")
 
 
@@ -172,20 +174,24 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         loss, shown, _, _ = forward([caption_example(rng) for _ in range(config.batch)])
         return loss, shown
 
-    def instruction_step(_):
-        examples = [sample_with_scene(rng, mix=mix) for _ in range(config.batch)]
-        loss, shown, result, labels = forward(examples)
-        if config.probe_weight:
-            probe_term = probe_loss(probe, result.hidden_states[-1], labels, [e.scene for e in examples], config.probe_tokens)
-            loss, shown["probe"] = loss + config.probe_weight * probe_term, f"{probe_term.item():.3f}"
-        return loss, shown
+    def instruction_steps(rng: random.Random, mix: dict, probe: torch.nn.Linear):
+        """Stages 3 and 4: requests drawn by `mix`, and the scene probe `probe` beside the answers."""
 
-    mix = TRAINING_MIX
+        def step(_):
+            examples = [sample_with_scene(rng, mix=mix) for _ in range(config.batch)]
+            loss, shown, result, labels = forward(examples)
+            if config.probe_weight:
+                probe_term = probe_loss(probe, result.hidden_states[-1], labels, [e.scene for e in examples], config.probe_tokens)
+                loss, shown["probe"] = loss + config.probe_weight * probe_term, f"{probe_term.item():.3f}"
+            return loss, shown
+
+        return step
+
     language, vision = list(model.model.language_model.parameters()) + list(model.lm_head.parameters()), list(model.model.visual.parameters())
     stages = [
         ("mini MLLM 1/4 language", config.text_steps, language, language_step),
         ("mini MLLM 2/4 captions", config.caption_steps, vision, caption_step),  # the language model frozen
-        ("mini MLLM 3/4 instructions", config.steps, [*model.parameters(), *probe.parameters()], instruction_step),
+        ("mini MLLM 3/4 instructions", config.steps, [*model.parameters(), *probe.parameters()], instruction_steps(rng, TRAINING_MIX, probe)),
     ]
     for desc, steps, params, step in stages:
         model.requires_grad_(False)
@@ -197,10 +203,10 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         # Stage 4: stage 3 again, weighted toward edits and conversations (what stage 3 left most
         # often wrong), at a lower learning rate, from seeds of its own and with a new probe.
         torch.manual_seed(config.seed + 4)
-        probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
-        rng, mix = random.Random(config.seed + 4004), EDIT_MIX
+        edit_probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
+        step = instruction_steps(random.Random(config.seed + 4004), EDIT_MIX, edit_probe)
         model.requires_grad_(True)
-        train_loop("mini MLLM 4/4 edits", config.edit_steps, [*model.parameters(), *probe.parameters()], instruction_step,
+        train_loop("mini MLLM 4/4 edits", config.edit_steps, [*model.parameters(), *edit_probe.parameters()], step,
                    lr=config.edit_lr, warmup=config.warmup // 2, clip=list(model.parameters()), progress=progress)
     model.eval()
     return save_qwen2_5_vl(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2)

@@ -38,6 +38,7 @@ from x2i.inference.loaders import (
     load_flux,
 )
 from x2i.inference.request import Request
+from x2i.inference.work_bounds import image_tokens
 from x2i.options import option
 from x2i.training.checkpoints import TrainedModel
 from x2i.training.data import read_captions
@@ -159,7 +160,7 @@ def load_models(config: DistillConfig, device: torch.device) -> Models:
     pad_to = config.pad_to or t5_length
     sigmas = None
     if config.timesteps == "mixed":
-        sigmas = sampler_sigmas(flux, config.sampling_steps, (height // flux.vae_scale_factor // 2) * (width // flux.vae_scale_factor // 2))
+        sigmas = sampler_sigmas(flux, config.sampling_steps, image_tokens(flux, height, width))
     return Models(flux, encoder, height, width, t5_length, pad_to, sigmas)
 
 
