@@ -74,6 +74,10 @@ CASES = {
                                              "--temperature", "0"], "--temperature positive"),
     "resume and overwrite": (lambda p: ["distill", "--prompts", str(p / "prompts.txt"), "--out", str(p / "run"), "--resume", "--overwrite"],
                              "give one"),
+    "padding T5 cannot read": (lambda p: ["distill", "--prompts", str(p / "prompts.txt"), "--out", str(p / "new"), "--terms", "padded",
+                                          "--pad-to", "600"], "FLUX's T5 reads at most 512 tokens"),
+    "8-bit AdamW without CUDA": (lambda p: ["distill", "--prompts", str(p / "prompts.txt"), "--out", str(p / "new"), "--optimizer", "adamw8bit"],
+                                 "--optimizer adamw8bit needs a CUDA GPU and bitsandbytes"),
     "distill out onto a file": (lambda p: ["distill", "--prompts", str(p / "prompts.txt"), "--out", str(p / "a-file")], "is a file"),
     "branch groups that do not divide": (lambda p: ["lightcontrol", "train", "--triples", str(p / "t.jsonl"), "--out", str(p / "new"),
                                                     "--norm-groups", "7"], "multiple of --norm-groups"),
@@ -93,3 +97,63 @@ def test_bad_input_is_one_line_and_loses_nothing(name, place, capsys):
     lines = [line for line in err.splitlines() if line.startswith("x2i: error:")]
     assert len(lines) == 1 and message in lines[0], err
     assert snapshot(place) == before
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """A machine where the hub cannot be reached, with an empty hub cache of its own."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from x2i.inference import locations
+
+    def refused(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    locations.hub_reachable.cache_clear()
+    yield tmp_path / "hub"
+    locations.hub_reachable.cache_clear()
+
+
+def test_a_hub_model_out_of_reach_is_one_line_at_once(no_network, tmp_path, capsys):
+    """No network and not cached: one line before any download is tried (the libraries printed
+    eleven retry lines over half a minute)."""
+    assert main(generate(str(tmp_path / "o.png"), "--mllm", "some-org/some-mllm")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MLLM some-org/some-mllm is not in the local hub cache" in err and "cannot be reached" in err, err
+    assert "Retry" not in err and not (tmp_path / "o.png").exists()
+
+
+def test_a_cached_hub_model_loads_without_the_network(no_network, tiny_models):
+    """Out of reach but in the hub cache: the cached copy is used, as the libraries' offline mode would."""
+    import shutil
+
+    from x2i.inference.locations import locate
+
+    repo = no_network / "models--some-org--some-mllm"
+    shutil.copytree(tiny_models["mllm"], repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    assert locate("some-org/some-mllm", "mllm") == repo / "snapshots" / "abc123"
+
+
+@pytest.mark.parametrize("command", [["lightcontrol", "train"], ["lora", "train", "--lightcontrol", "mini"]])
+@pytest.mark.parametrize("part, message", [
+    ("alignnet", "but the MLLM gives 7 of size 128: use the AlignNet made for this MLLM"),
+    ("flux", "do not fit FLUX's joint_attention_dim"),
+])
+def test_edit_training_on_parts_that_do_not_fit_is_one_line(command, part, message, tiny_models, tmp_path, capsys):
+    """The shipped mini parts with one tiny part of other sizes: named in one line before a step runs."""
+    assert main(["mini", "make-triples", "--out", str(tmp_path), "--n", "2"]) == 0
+    triples = next(tmp_path.glob("*.jsonl"))
+    capsys.readouterr()
+    assert main([*command, "--triples", str(triples), "--out", str(tmp_path / "run"), "--steps", "1", f"--{part}", str(tiny_models[part])]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len([line for line in err.splitlines() if line.startswith("x2i: error:")]) == 1 and message in err, err
+    assert not (tmp_path / "run" / "log.jsonl").exists()

@@ -36,8 +36,36 @@ def test_a_size_whose_memory_will_not_fit_is_refused_with_the_estimate(pipeline,
     import x2i.inference.work_bounds
 
     monkeypatch.setattr(x2i.inference.work_bounds, "free_bytes", lambda device: 1024**2)  # 1 MiB free
-    with pytest.raises(X2IError, match=r"1 image\(s\) at 64x64 need about 0\.\d GiB of activations on cpu, and 0\.0 GiB is free"):
+    with pytest.raises(X2IError, match=r"1 image at 64x64 needs about 0\.\d GiB of activations on cpu, and 0\.0 GiB is free"):
         pipeline(Request("a red circle"), height=64, width=64, num_inference_steps=1)
+
+
+def test_many_images_are_made_in_passes_that_fit_and_do_not_depend_on_them(pipeline, monkeypatch):
+    """Five images where two fit in memory: passes of two, two and one (the whole batch used to be
+    one pass of 10 GB for --num-images 10000), each image the same as in one pass, and image k
+    of seed S the single image of seed S + k."""
+    import numpy as np
+
+    import x2i.inference.work_bounds
+
+    request, sizes = Request("a red circle"), {"height": 32, "width": 32, "num_inference_steps": 2, "show_progress": False}
+    whole = pipeline(request, num_images_per_prompt=5, seed=7, **sizes)
+    passes = []
+    real_flux = type(pipeline.flux).__call__
+    monkeypatch.setattr(type(pipeline.flux), "__call__", lambda self, **kw: passes.append(len(kw["prompt_embeds"])) or real_flux(self, **kw))
+    one_image = x2i.inference.work_bounds.generation_bytes(pipeline.flux, 32, 32, 1, pipeline.pad_to or pipeline.max_text_tokens)
+    monkeypatch.setattr(x2i.inference.work_bounds, "free_bytes", lambda device: 2 * one_image + 1)
+    split = pipeline(request, num_images_per_prompt=5, seed=7, **sizes)
+    assert passes == [2, 2, 1]
+    def close(a, b):  # a batch of another size rounds its sums otherwise: a level of 255 at most
+        return np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
+
+    assert all(close(a, b) for a, b in zip(whole, split))
+    assert not any(close(whole[0], b) for b in whole[1:])  # five different images
+    assert close(pipeline(request, seed=9, **sizes)[0], whole[2])
+    passes.clear()
+    pipeline(request, num_images_per_prompt=5, seed=7, batch_size=1, **sizes)
+    assert passes == [1] * 5
 
 
 def test_the_memory_estimate_grows_with_size_and_images(pipeline):

@@ -1,6 +1,7 @@
 """`x2i distill` on the shipped mini teacher and mini MLLM: checkpoints, exact resume after SIGKILL,
 two processes (gloo) against one, prompts from every supported source."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -192,3 +193,63 @@ def test_overwrite_replaces_a_run_and_its_checkpoints(prompts, tmp_path):
     subprocess.run([sys.executable, *distill_command(prompts, run, 1, 2, "--overwrite")], check=True, env=ENV, capture_output=True)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000001"]  # none of the replaced run's are left
     assert len((run / "log.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("part", ["optimizer.safetensors", "rng.safetensors", "state.json"])
+def test_resume_from_a_cut_checkpoint_is_one_line_and_loses_nothing(prompts, tmp_path, part, capsys):
+    """A checkpoint whose optimizer, rng or state file was cut short (a full disk, a copy stopped
+    half-way): --resume says which checkpoint and what to do, and the run is left as it was."""
+    from x2i.app.cli import main
+
+    run = tmp_path / "run"
+    assert main(distill_command(prompts, run, 2, 1, "--checkpoint-every", "1")[2:]) == 0
+    cut = run / "checkpoints" / "step-000002" / part
+    cut.write_bytes(cut.read_bytes()[: len(cut.read_bytes()) // 2])
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(distill_command(prompts, run, 4, 1, "--checkpoint-every", "1", "--resume")[2:]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "cannot resume from" in err and "step-000002" in err and "--overwrite" in err, err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_prompt_dropout_leaves_no_word_pairs_for_a_hidden_caption():
+    """With --prompt-dropout and word pairs, a row whose caption AlignNet cannot see must not be
+    pulled toward the teacher's word terms through states it was never given."""
+    import torch
+
+    from x2i.training.distill import (
+        DistillConfig,
+        load_models,
+        make_inputs,
+        with_defaults,
+    )
+
+    config = with_defaults(DistillConfig(prompts="-", out="-", pad_to=128, prompt_dropout=1.0))
+    models = load_models(config, torch.device("cpu"))
+    *_, pairs = make_inputs(models, config, ["a red circle on the left", "a big blue square"], [1, 2], torch.device("cpu"))
+    assert pairs.shape[0] == 2 and bool((pairs == -1).all())
+    shown = dataclasses.replace(config, prompt_dropout=0.0)
+    *_, pairs = make_inputs(models, shown, ["a red circle on the left", "a big blue square"], [1, 2], torch.device("cpu"))
+    assert bool((pairs >= 0).any(dim=1).all())  # without dropout every caption has its pairs
+
+
+def test_auto_optimizer_says_when_8_bit_adamw_is_missing(monkeypatch):
+    """On a GPU without bitsandbytes, --optimizer auto takes fp32 AdamW and says so (it used to
+    fall back silently, with 4x the optimizer memory)."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    import torch
+
+    from x2i.training.trainer import TrainConfig, make_optimizer
+
+    said = []
+    gpu = SimpleNamespace(device=torch.device("cuda"), print=said.append)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a))
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(2))], TrainConfig(out="-"), gpu)
+    assert type(optimizer) is torch.optim.AdamW and len(said) == 1 and "bitsandbytes is not installed" in said[0]
+    said.clear()
+    make_optimizer([torch.nn.Parameter(torch.zeros(2))], TrainConfig(out="-", optimizer="adamw"), gpu)
+    assert said == []  # chosen, so nothing to say

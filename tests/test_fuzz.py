@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+import torch
 
 from x2i.app.cli import main
 from x2i.mini.eval import make_cases
@@ -111,3 +112,132 @@ def test_mutated_triple_files_are_refused_in_one_line(tmp_path, capsys):
         path.write_bytes(json.dumps(good).encode() + b"\n" + mutate_line(good, key, junk, rng) + b"\n")
         assert_refused(["lightcontrol", "train", "--triples", str(path), "--out", str(tmp_path / "run"), "--steps", "1"], tmp_path, capsys,
                        path.read_bytes())
+
+
+# For each command, a good request and, per option, values that are wrong for it (files named here are made by `place`).
+GOOD = {
+    "generate": ["generate", "--prompt", "a red circle", "--image", "a.png", "--steps", "1", "--out", "o.png"],
+    "eval": ["eval", "cases.jsonl", "--steps", "1"],
+    "distill": ["distill", "--prompts", "prompts.txt", "--out", "run", "--steps", "1"],
+    "lora": ["lora", "train", "--triples", "triples.jsonl", "--out", "run", "--steps", "1"],
+}
+BAD_VALUES = {
+    "generate": {
+        "--steps": ["0", "-3", "x", "1.5", "", "201"],
+        "--num-images": ["0", "-1", "x", "65"],
+        "--batch-size": ["0", "-2", "x"],
+        "--seed": ["-1", str(2**64), "x", "1e3"],
+        "--guidance": ["nan", "inf", "-inf", "x"],
+        "--lightcontrol-scale": ["nan", "inf"],
+        "--lora-scale": ["nan", "-inf"],
+        "--height": ["0", "-64", "63", "x", "100000"],
+        "--width": ["0", "-16", "65"],
+        "--pad-to": ["-5", "x"],
+        "--max-text-tokens": ["0", "-1"],
+        "--max-steps": ["0", "-1"],
+        "--max-images": ["0"],
+        "--video-fps": ["nan", "0", "-1"],
+        "--max-frames": ["0", "-4"],
+        "--image": ["missing.png", "folder.png", "note.txt", "empty.png"],
+        "--audio": ["missing.wav", "note.txt", "empty.png"],
+        "--video": ["missing.mp4", "note.txt", "folder.png"],
+        "--out": ["folder.png", "a-file/x.png", "o.xbm", "o.txt", "/proc/x2i-fuzz.png"],
+        "--mllm": ["nope", "note.txt", "empty-dir", "./x/y"],
+        "--flux": ["nope", "note.txt", "empty-dir"],
+        "--alignnet": ["nope", "empty-dir", "note.txt"],
+        "--lightcontrol": ["nope", "empty-dir"],
+        "--lora": ["nope", "empty-dir"],
+        "--condition-on": ["x", ""],
+        "--device": ["tpu", "cuda:99"],
+        "--dtype": ["x"],
+        "--stepz": ["3"],  # no such option
+    },
+    "eval": {
+        "--steps": ["0", "x"],
+        "--seed": ["-1", "x", str(2**64)],
+        "--teacher": ["nope", "note.txt", "empty-dir"],
+        "--mllm": ["nope", "empty-dir"],
+        "--alignnet": ["nope", "empty-dir"],
+        "--models": ["x"],
+        "--save": ["a-file", "note.txt"],
+        "--condition-on": ["x"],
+    },
+    "distill": {
+        "--steps": ["0", "x"],
+        "--batch": ["0", "-1"],
+        "--lr": ["nan", "0", "-1", "inf"],
+        "--warmup": ["-1"],
+        "--seed": ["-1", str(2**63)],
+        "--temperature": ["0", "nan", "-1"],
+        "--t1-share": ["2", "-0.1", "nan"],
+        "--pad-to": ["0", "-1"],
+        "--terms": ["x"],
+        "--timesteps": ["x"],
+        "--checkpoint-every": ["0"],
+        "--keep-checkpoints": ["-1"],
+        "--prompts": ["missing.txt", "folder.png", "empty.png"],
+        "--out": ["a-file", "note.txt"],
+        "--flux": ["nope", "empty-dir"],
+        "--mllm": ["nope", "empty-dir"],
+        "--optimizer": ["x", "adamw8bit"],
+        "--max-grad-norm": ["0", "nan"],
+        "--weight-decay": ["-1", "nan"],
+        "--prompt-dropout": ["2", "-0.5", "nan"],  # "2" was accepted: found by this table
+        "--closing-tokens": ["-1"],
+        "--guidance": ["nan", "inf"],
+    },
+    "lora": {
+        "--triples": ["missing.jsonl", "folder.png", "note.txt", "empty.png"],
+        "--rank": ["0", "-1", "x"],
+        "--alpha": ["0", "nan", "-2"],
+        "--lr": ["nan", "0"],
+        "--lightcontrol": ["nope", "empty-dir"],
+        "--alignnet": ["nope", "empty-dir"],
+        "--flux": ["nope", "empty-dir"],
+        "--height": ["63", "0"],  # 0 was taken as "the default size": found by this table
+        "--guidance": ["x", "nan"],
+        "--condition-on": ["x"],
+        "--out": ["a-file"],
+        "--seed": ["-1"],
+    },
+}
+
+
+@pytest.fixture
+def place(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "a.png")
+    (tmp_path / "note.txt").write_text("a note, not a picture or a model\n")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "empty-dir").mkdir()
+    (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in make_cases(1, seed=3)[:3]))
+    (tmp_path / "prompts.txt").write_text("a red circle on the left\n")
+    (tmp_path / "triples.jsonl").write_text(json.dumps({"source": "a.png", "instruction": "make it blue", "target": "a.png"}) + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", sorted(GOOD))
+def test_mutated_requests_are_refused_in_one_line(command, place, capsys, monkeypatch):
+    """A good request with one to three options given wrong values, drawn at random (seeded), as
+    `--flag value` or `--flag=value`: each run exits 2 with one error line (argparse's own for a
+    value of the wrong type), no traceback, nothing written."""
+    monkeypatch.chdir(place)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answers on a machine with a GPU
+    rng, table = random.Random(21), BAD_VALUES[command]
+    for _ in range(40):
+        argv = list(GOOD[command])
+        for flag in rng.sample(sorted(table), rng.randint(1, 3)):
+            value = rng.choice(table[flag])
+            argv += [f"{flag}={value}"] if rng.random() < 0.5 else [flag, value]
+        before = snapshot(place)
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse: a value of the wrong type or choice, an unknown option
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err, (argv, err)
+        assert len([line for line in err.splitlines() if ": error:" in line]) == 1, (argv, err)
+        assert snapshot(place) == before, argv

@@ -81,3 +81,20 @@ def test_bad_clips_are_refused_in_one_line(tmp_path):
         Audio.load(write_clip(tmp_path / "silent.mp4"))
     with pytest.raises(X2IError, match="has no video stream"):
         Video.load(write_sound(tmp_path / "tone.mp4", codec="aac"))
+
+
+@pytest.mark.parametrize("mode, values, expected", [
+    ("I;16", np.full((4, 4), 32896, dtype=np.uint16), 128),  # 16-bit grey PNG: mid-grey stays mid-grey (it became white)
+    ("F", np.full((4, 4), 0.5, dtype=np.float32), 128),  # floats in 0..1
+    ("L", np.full((4, 4), 77, dtype=np.uint8), 77),  # 8 bits as they were
+])
+def test_deep_pictures_are_scaled_to_8_bits_not_clipped(tmp_path, mode, values, expected):
+    from PIL import Image
+
+    from x2i.media import load_image
+
+    path = tmp_path / ("p.tiff" if mode == "F" else "p.png")
+    Image.fromarray(values).save(path)
+    with Image.open(path) as saved:
+        assert saved.mode == mode
+    assert np.asarray(load_image(path))[0, 0].tolist() == [expected] * 3

@@ -9,6 +9,7 @@ import torch
 from conftest import random_image
 
 from x2i.app.cli import main
+from x2i.inference.lightcontrol import LightControl
 from x2i.inference.pipeline import X2IPipeline
 from x2i.inference.request import Request
 
@@ -23,8 +24,6 @@ def test_model_offload_runs_each_part_on_the_gpu_and_keeps_it_off_between(tiny_m
     recorded instead of made (so the work still runs). The MLLM (answering, then encoding), AlignNet
     and the LightControl branch must each sit on the GPU while they run and on the CPU before and
     after; FLUX's parts are handed to diffusers' own offload with the same device."""
-    from x2i.inference.lightcontrol import LightControl
-
     parts = [tiny_models[k] for k in ("mllm", "flux", "alignnet")]
     pipe = X2IPipeline.from_pretrained(*parts, condition_on="prompt+answer")
     pipe.lightcontrol = LightControl.for_flux(pipe.flux, block_out_channels=(8, 16, 32), norm_groups=4)
@@ -64,6 +63,24 @@ def test_sequential_offload_streams_the_mllm_and_alignnet(tiny_models):
     streamed = pipe.encode(requests)
     torch.testing.assert_close(streamed.prompt_embeds, plain.prompt_embeds)
     torch.testing.assert_close(streamed.pooled_prompt_embeds, plain.pooled_prompt_embeds)
+
+
+def test_a_branch_attached_after_sequential_offload_streams_too(tiny_models, tmp_path):
+    """load_lightcontrol after sequential offload: the branch is hooked like every part (its weights
+    stream in) and gives the same samples as the branch loaded plainly; it used to be moved to the
+    meta device, where its weights were lost."""
+    parts = [tiny_models[k] for k in ("mllm", "flux", "alignnet")]
+    plain = X2IPipeline.from_pretrained(*parts)
+    torch.manual_seed(0)
+    LightControl.for_flux(plain.flux, block_out_channels=(8, 8, 8), norm_groups=4).save_pretrained(tmp_path / "branch")
+    plain.load_lightcontrol(tmp_path / "branch")
+    pipe = X2IPipeline.from_pretrained(*parts)
+    pipe.enable_sequential_cpu_offload(device="cpu")
+    pipe.load_lightcontrol(tmp_path / "branch")
+    assert all(p.device.type == "meta" for p in pipe.lightcontrol.parameters())  # streamed, not resident
+    image, sigma = torch.rand(1, 3, 32, 32) * 2 - 1, torch.tensor([0.5])
+    for a, b in zip(pipe.lightcontrol(image, sigma), plain.lightcontrol(image, sigma)):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -75,7 +75,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_memory_options(gen)
     gen.add_argument("--alignnet-preset", default=None, help="the MLLM an official .bin was trained for (qwen2.5-vl-7b, ...); inferred from its shapes and the MLLM when left out")
     add_generation_options(gen)
-    gen.add_argument("--num-images", type=int, default=1)
+    gen.add_argument("--num-images", type=int, default=1, metavar="N", help="images of the request; image k has seed SEED + k")
+    gen.add_argument("--batch-size", type=int, default=None, metavar="B", help="denoise at most B images at once (default: as many "
+                     "as fit in free memory); an image is the same whatever B")
     gen.add_argument("--pad-to", type=int, default=None, metavar="N", help="left-pad the prompt to N tokens (0: no padding); default: as the AlignNet was trained (512 for the official checkpoints)")
     add_condition_on_option(gen)
     add_edit_options(gen)

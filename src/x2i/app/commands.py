@@ -56,8 +56,8 @@ def run_generate(args) -> None:
     mllm = locate(args.mllm, "mllm")
     encoder_class(mllm).check(request, mllm)  # e.g. sound for a reader that does not hear, or too long a sound
     check_image_path(args.out)
-    if args.steps < 1 or args.num_images < 1:
-        raise X2IError("--steps and --num-images must be at least 1")
+    if args.steps < 1 or args.num_images < 1 or (args.batch_size is not None and args.batch_size < 1):
+        raise X2IError("--steps, --num-images and --batch-size must be at least 1")
     check_counts(args.steps, args.num_images, args.max_steps or MAX_STEPS, args.max_images or MAX_IMAGES)  # before anything loads
     if args.video_fps <= 0 or args.max_frames < 1:
         raise X2IError("--video-fps must be positive and --max-frames at least 1")
@@ -67,8 +67,9 @@ def run_generate(args) -> None:
                          lightcontrol=args.lightcontrol, lora=args.lora, lora_scale=args.lora_scale)
     pipe.encoder.video_fps, pipe.encoder.max_video_frames = args.video_fps, args.max_frames
     images = pipe(request, height=args.height, width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                  num_images_per_prompt=args.num_images, seed=args.seed, lightcontrol_scale=args.lightcontrol_scale)
-    print(save_images(images, args.out, [f"seed {args.seed} #{i}" for i in range(len(images))]))
+                  num_images_per_prompt=args.num_images, seed=args.seed, lightcontrol_scale=args.lightcontrol_scale,
+                  batch_size=args.batch_size)
+    print(save_images(images, args.out, [f"seed {args.seed + i}" for i in range(len(images))]))
 
 
 def run_serve(args) -> None:

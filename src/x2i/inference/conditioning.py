@@ -24,6 +24,10 @@ class FluxConditioning:
     def text_ids(self) -> torch.Tensor:
         return torch.zeros(self.prompt_embeds.shape[1], 3, device=self.prompt_embeds.device, dtype=self.prompt_embeds.dtype)
 
+    def rows(self, index: list[int]) -> FluxConditioning:
+        """The conditioning of these rows (a row may repeat: one per image to make)."""
+        return FluxConditioning(self.prompt_embeds[index], self.pooled_prompt_embeds[index])
+
     def pipeline_kwargs(self, dtype: torch.dtype) -> dict:
         """For `FluxPipeline.__call__` (which makes the zero `txt_ids` itself)."""
         return dict(prompt_embeds=self.prompt_embeds.to(dtype), pooled_prompt_embeds=self.pooled_prompt_embeds.to(dtype))

@@ -10,8 +10,12 @@ so the core never imports the mini world's code to find them.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from x2i.errors import X2IError
 
@@ -38,8 +42,41 @@ def locate(location: str | Path, part: str) -> Path | str:
     if Path(location).exists():
         return Path(location)
     if HUB_ID.match(str(location)) and not str(location).startswith("."):
-        return str(location)
+        return hub_or_cache(str(location), part)
     raise X2IError(f"{name} {location} does not exist (give a local directory, a hub id like org/name, or {' / '.join(SHIPPED)})")
+
+
+def hub_or_cache(repo_id: str, part: str) -> Path | str:
+    """The hub id itself where the hub answers. Where it cannot be reached (no network, or
+    HF_HUB_OFFLINE), its copy in the local hub cache, or one line at once: the libraries would
+    retry each file for half a minute first."""
+    from huggingface_hub import constants, snapshot_download
+
+    if hub_reachable():
+        return repo_id
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (OSError, ValueError) as e:
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
+        raise X2IError(f"{PARTS[part]} {repo_id} is not in the local hub cache and {why}: download it where the hub "
+                       "is reachable and pass its directory") from e
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """One connection to the hub's host (the endpoint the user set, if any), at most once a process."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # only the proxy knows: let the libraries try through it
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+        return True
+    except OSError:
+        return False
 
 
 def unreachable(part: str, repo_id: str, error: Exception) -> X2IError:

@@ -42,8 +42,8 @@ from x2i.inference.work_bounds import (
     MAX_IMAGES,
     MAX_STEPS,
     check_counts,
-    check_work,
     image_tokens,
+    images_per_pass,
 )
 
 
@@ -151,8 +151,16 @@ class X2IPipeline:
         return pipe
 
     def load_lightcontrol(self, path: str | Path) -> None:
-        """Attach a LightControl branch made for this FLUX (a directory from `x2i lightcontrol train`)."""
-        self.lightcontrol = load_lightcontrol(path, self.flux, self.flux.transformer.dtype).to(self.flux.transformer.device)
+        """Attach a LightControl branch made for this FLUX (a directory from `x2i lightcontrol train`),
+        placed as the pipeline's memory mode places its parts."""
+        branch = load_lightcontrol(path, self.flux, self.alignnet.dtype)
+        if self.offload is None:
+            branch.to(self.execution_device)
+        elif self.offload[0] == "sequential":  # FLUX's weights sit on the meta device: stream the branch's too
+            from accelerate import cpu_offload
+
+            cpu_offload(branch, execution_device=self.offload[1])
+        self.lightcontrol = branch  # with model offload it waits in CPU memory, like every part
 
     def load_lora(self, path: str | Path, scale: float = 1.0) -> None:
         """Load a diffusers-format LoRA made for this FLUX (from `x2i lora train`, or any trainer)."""
@@ -230,13 +238,16 @@ class X2IPipeline:
                 f"joint_attention_dim {t.joint_attention_dim} and pooled_projection_dim {t.pooled_projection_dim}"
             )
 
-    def _generators(self, seed, num_images: int):
+    def _generators(self, seed, num_images: int) -> list[torch.Generator] | None:
+        """One generator per image: image k of an int seed S is seeded S + k (so it is also what one
+        image asked with seed S + k gives); a list gives each image its own seed."""
         device = self.execution_device
-        if seed is None or isinstance(seed, int):
-            return None if seed is None else torch.Generator(device).manual_seed(seed)
-        if len(seed) != num_images:  # one seed per image, so each image is reproducible on its own
-            raise X2IError(f"{len(seed)} seeds for {num_images} images")
-        return [torch.Generator(device).manual_seed(s) for s in seed]
+        if seed is None:
+            return None
+        seeds = [seed + k for k in range(num_images)] if isinstance(seed, int) else list(seed)
+        if len(seeds) != num_images:
+            raise X2IError(f"{len(seeds)} seeds for {num_images} images")
+        return [torch.Generator(device).manual_seed(s % 2**64) for s in seeds]
 
     @torch.no_grad()
     def answer(self, requests: Sequence[Request], max_new_tokens: int = 128) -> list[str]:
@@ -290,9 +301,13 @@ class X2IPipeline:
         condition_on: str | None = None,
         lightcontrol_scale: float = 1.0,
         readings: Sequence[Reading] | None = None,
+        batch_size: int | None = None,
     ) -> list[Image.Image]:
-        """`seed` makes the noise on the pipeline's device (one seed per image for a list); a
-        `generator` (or one per image) replaces it, e.g. CPU generators for the same noise on any device.
+        """`seed` makes the noise on the pipeline's device: image k of seed S is seeded S + k, or give
+        one seed per image as a list; a `generator` (or one per image) replaces it, e.g. CPU
+        generators for the same noise on any device. Images are denoised in passes of at most
+        `batch_size` (default: all at once), fewer where they would not fit in free memory; with
+        seeds (or one generator per image) an image does not depend on the passes.
         `condition_on`: the road (default: the pipeline's); `readings`: roads and answers already
         planned with `plan` (to show or keep the MLLM's answers).
         With a LightControl loaded, every request needs an image (its first is the source);
@@ -300,8 +315,8 @@ class X2IPipeline:
         requests = [request] if isinstance(request, Request) else list(request)
         if not requests:
             raise X2IError("empty request list")
-        if num_inference_steps < 1 or num_images_per_prompt < 1:
-            raise X2IError("steps and number of images must be at least 1")
+        if num_inference_steps < 1 or num_images_per_prompt < 1 or (batch_size is not None and batch_size < 1):
+            raise X2IError("steps, number of images and batch size must be at least 1")
         check_counts(num_inference_steps, len(requests) * num_images_per_prompt, self.max_steps, self.max_images)
         height = self.default_size if height is None else height
         width = self.default_size if width is None else width
@@ -313,29 +328,39 @@ class X2IPipeline:
             if (n := self.encoder.count_tokens(r.text)) > self.max_text_tokens:
                 raise X2IError(f"the text is {n} tokens; this model reads at most {self.max_text_tokens} "
                                f"(what its AlignNet was made for): shorten it, or raise --max-text-tokens")
-        check_work(self.flux, height, width, len(requests) * num_images_per_prompt, self.pad_to or self.max_text_tokens,
-                   self.execution_device, self.max_image_tokens)
+        images = len(requests) * num_images_per_prompt
+        per_pass = images_per_pass(self.flux, height, width, images, self.pad_to or self.max_text_tokens, self.execution_device,
+                                   self.max_image_tokens, batch_size)
 
         conditioning = self.encode(requests, condition_on, readings)
 
+        # One row per image, in FluxPipeline's order (each request's images together); each image
+        # has its own generator, so that an image is the same whatever the passes it is made in.
+        rows = [i for i in range(len(requests)) for _ in range(num_images_per_prompt)]
         if generator is None:
-            generator = self._generators(seed, len(requests) * num_images_per_prompt)
-        self.flux.set_progress_bar_config(disable=not show_progress, desc="denoising")
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(self._running(self.lightcontrol))
-            if control:
-                source = self.flux.image_processor.preprocess([r.images[0] for r in requests], height, width)
-                stack.enter_context(self.lightcontrol.controlling(self.flux.transformer, source, lightcontrol_scale))
-            return self.flux(
-                **conditioning.pipeline_kwargs(self.flux.transformer.dtype),
-                height=height,
-                width=width,
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,  # used only by FLUX models with a guidance embedding (dev)
-                num_images_per_prompt=num_images_per_prompt,
-                generator=generator,
-                output_type="pil",
-            ).images
+            generator = self._generators(seed, images)
+        if isinstance(generator, list) and len(generator) != images:
+            raise X2IError(f"{len(generator)} generators for {images} images")
+        made = []
+        for start in range(0, images, per_pass):
+            part = rows[start : start + per_pass]
+            self.flux.set_progress_bar_config(disable=not show_progress, desc="denoising" if per_pass == images
+                                              else f"denoising images {start + 1}-{start + len(part)} of {images}")
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(self._running(self.lightcontrol))
+                if control:
+                    source = self.flux.image_processor.preprocess([requests[i].images[0] for i in part], height, width)
+                    stack.enter_context(self.lightcontrol.controlling(self.flux.transformer, source, lightcontrol_scale))
+                made += self.flux(
+                    **conditioning.rows(part).pipeline_kwargs(self.flux.transformer.dtype),
+                    height=height,
+                    width=width,
+                    num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale,  # used only by FLUX models with a guidance embedding (dev)
+                    generator=generator[start : start + len(part)] if isinstance(generator, list) else generator,
+                    output_type="pil",
+                ).images
+        return made
 
 
 def check_road(condition_on: str) -> str:

@@ -3,7 +3,7 @@
 Four bounds, each refused in one line before denoising: more denoising steps or more images in one
 call than the caller allows, an image much larger than the FLUX model was made for (the work grows
 with the square of its tokens), and one whose activations will not fit in the memory the device
-has free. The memory figure is an estimate (the largest live activations
+has free. Several images are denoised in passes of as many as fit (`images_per_pass`). The memory figure is an estimate (the largest live activations
 of a transformer block and of the VAE decoder's full-resolution blocks, with attention by a kernel
 that does not hold the score matrix, as PyTorch's scaled_dot_product_attention does on CPU and GPU);
 the weights are not counted because they are already loaded.
@@ -69,8 +69,10 @@ def check_counts(steps: int, images: int, max_steps: int, max_images: int) -> No
                        f"for more), or raise --max-images")
 
 
-def check_work(flux, height: int, width: int, images: int, text_tokens: int, device: torch.device, max_image_tokens: int) -> None:
-    """Refuse, before denoising, a size far beyond the model's or one whose memory will not fit."""
+def images_per_pass(flux, height: int, width: int, images: int, text_tokens: int, device: torch.device, max_image_tokens: int,
+                    batch_size: int | None = None) -> int:
+    """How many of `images` to denoise in one pass: at most `batch_size`, and as many as fit in the
+    memory free now. A size far beyond the model's, or one image that does not fit, is refused."""
     tokens = image_tokens(flux, height, width)
     if tokens > max_image_tokens:
         native = flux.vae.config.sample_size
@@ -79,9 +81,10 @@ def check_work(flux, height: int, width: int, images: int, text_tokens: int, dev
             f"({image_tokens(flux, native, native)} tokens) and x2i allows up to {max_image_tokens} "
             f"(work grows with the square of the tokens): use a smaller size, or raise --max-image-tokens"
         )
-    need, free = generation_bytes(flux, height, width, images, text_tokens), free_bytes(device)
+    need, free = generation_bytes(flux, height, width, 1, text_tokens), free_bytes(device)
     if need > free:
         raise X2IError(
-            f"{images} image(s) at {width}x{height} need about {need / GIB:.1f} GiB of activations on {device}, "
-            f"and {free / GIB:.1f} GiB is free: use a smaller size or fewer images, or --offload"
+            f"1 image at {width}x{height} needs about {need / GIB:.1f} GiB of activations on {device}, "
+            f"and {free / GIB:.1f} GiB is free: use a smaller size, or --offload"
         )
+    return min(images, batch_size or images, free // need)

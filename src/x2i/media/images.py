@@ -9,6 +9,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from x2i.errors import X2IError
@@ -22,9 +23,22 @@ def load_image(path: str | Path) -> Image.Image:
         raise X2IError(f"image {path} does not exist")
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")  # also forces the full decode, so truncated files fail here
+            return to_rgb(image)  # also forces the full decode, so truncated files fail here
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise X2IError(f"cannot read image {path}: not a readable PNG/JPEG/WebP/... file ({e})") from e
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB. PIL's own convert clips 16-bit grey (mode I;16, or I from older readers) and float
+    pictures (F) instead of scaling them, so that mid-grey became white: those are scaled here."""
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and values.max() > 255):
+            values = values / 257  # 0..65535 onto 0..255
+        elif image.mode == "F" and values.max() <= 1:
+            values = values * 255  # floats in 0..1
+        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
+    return image.convert("RGB")
 
 
 def check_image_path(out: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Protocol
 
 import torch
 from diffusers import FluxPipeline, ModelMixin
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from x2i.errors import X2IError
@@ -123,23 +124,23 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, trained: Trained, optimizer, scheduler) -> dict:
-    """Restore everything in place; returns the state.json contents (step, data position, ...)."""
+    """Restore everything in place; returns the state.json contents (step, data position, ...).
+    A checkpoint that is cut short or belongs to another run is one line, not a traceback."""
     try:
         state = json.loads((path / "state.json").read_text())
         tensors = load_file(path / "optimizer.safetensors")
         rng = load_file(path / "rng.safetensors")
         trained.load(path / trained.name)
-    except (OSError, ValueError) as e:
-        raise X2IError(f"cannot resume from {path}: {e}") from e
-    except X2IError as e:
-        raise X2IError(f"cannot resume from {path}: {e}") from e
-    optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(rng["torch"])
-    if torch.cuda.is_available() and "cuda.0" in rng:
-        torch.cuda.set_rng_state_all([rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in rng])
-    version, internal, gauss = state["python_rng"]
-    random.setstate((version, tuple(internal), gauss))
+        optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and "cuda.0" in rng:
+            torch.cuda.set_rng_state_all([rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in rng])
+        version, internal, gauss = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError, X2IError) as e:
+        raise X2IError(f"cannot resume from {path} ({e}): delete that checkpoint to resume from the one before it, "
+                       "or start again with --overwrite") from e
     return state
 
 

@@ -33,6 +33,7 @@ from typing import Iterator
 from PIL import Image, UnidentifiedImageError
 
 from x2i.errors import X2IError
+from x2i.media.images import to_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -91,7 +92,7 @@ class ImageRef:
                     f.seek(self.offset)
                     data = f.read(self.size)
             with Image.open(io.BytesIO(data)) as image:
-                return image.convert("RGB")
+                return to_rgb(image)
         except (OSError, UnidentifiedImageError, ValueError) as e:
             where = self.path if self.offset < 0 else f"{self.path} at byte {self.offset}"
             raise X2IError(f"cannot read training image {where}: {e}") from e

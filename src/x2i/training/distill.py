@@ -19,6 +19,7 @@ checkpoints, as for every x2i trainer.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from x2i.training.trainer import (
 )
 
 TIMESTEPS = ("original", "logit-normal", "mixed")
+MAX_T5_TOKENS = 512  # FluxPipeline.encode_prompt refuses a longer max_sequence_length
 
 
 @dataclass(kw_only=True)
@@ -106,6 +108,13 @@ def distill(config: DistillConfig) -> Path:
         raise X2IError(f"--timesteps must be one of {', '.join(TIMESTEPS)} and --terms one of {', '.join(TERMS)}")
     if not 0 <= config.t1_share <= 1 or not config.temperature > 0 or (config.pad_to is not None and config.pad_to < 1):
         raise X2IError("--t1-share must be between 0 and 1, --temperature positive and --pad-to at least 1")
+    if not math.isfinite(config.guidance):
+        raise X2IError(f"--guidance must be a finite number, not {config.guidance}")
+    if not 0 <= config.prompt_dropout <= 1 or config.closing_tokens < 0:
+        raise X2IError("--prompt-dropout must be between 0 and 1 and --closing-tokens at least 0")
+    if config.terms == "padded" and (config.pad_to or 0) > MAX_T5_TOKENS:
+        raise X2IError(f"--pad-to {config.pad_to} with --terms padded: FLUX's T5 reads at most {MAX_T5_TOKENS} tokens; "
+                       f"give --pad-to {MAX_T5_TOKENS} or less, or --terms words")
     check_run(config, "alignnet")
     accelerator = make_accelerator("x2i distill")
     device = accelerator.device
@@ -203,10 +212,14 @@ def make_inputs(models: Models, config: DistillConfig, texts: list[str], seeds: 
     if states.hidden_states.shape[2] > models.pad_to:
         warnings.warn(f"a prompt is longer than --pad-to {models.pad_to} tokens: AlignNet reads its last {models.pad_to} states", stacklevel=1)
         states = EncoderOutput(states.hidden_states[:, :, -models.pad_to :], states.attention_mask[:, -models.pad_to :])
+    dropped = torch.zeros(batch, dtype=torch.bool)
     if config.prompt_dropout:
-        dropped = torch.stack([torch.rand((), generator=g, device=device) for g in generators]) < config.prompt_dropout
+        dropped = torch.stack([torch.rand((), generator=g, device=device) for g in generators]).cpu() < config.prompt_dropout
         states = states.keep_last([config.closing_tokens if d else None for d in dropped.tolist()])
-    pairs = word_pairs(flux.tokenizer_2, models.encoder, texts, t5_length, states.hidden_states.shape[2]) if config.terms == "words" else None
+    pairs = None
+    if config.terms == "words":
+        pairs = word_pairs(flux.tokenizer_2, models.encoder, texts, t5_length, states.hidden_states.shape[2])
+        pairs[dropped.to(pairs.device)] = -1  # a hidden caption has no words left to pair
     return FluxInputs(latents, image_ids, sigma, guidance), teacher, states, pairs
 
 

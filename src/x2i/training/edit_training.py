@@ -20,6 +20,7 @@ and checkpoints are `trainer.train`'s, as for `x2i distill`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +142,8 @@ def add_lora(transformer, rank: int, alpha: float | None = None) -> None:
 
 def _setup(config: EditTrainingConfig, command: str, trained_name: str):
     check_run(config, trained_name)
+    if not math.isfinite(config.guidance):
+        raise X2IError(f"--guidance must be a finite number, not {config.guidance}")
     accelerator = make_accelerator(command)
     device = accelerator.device
     dtype = default_dtype(device)
@@ -152,7 +155,7 @@ def _setup(config: EditTrainingConfig, command: str, trained_name: str):
     if config.gradient_checkpointing:
         flux.transformer.enable_gradient_checkpointing()
     size = default_size(flux)
-    height, width = config.height or size, config.width or size
+    height, width = size if config.height is None else config.height, size if config.width is None else config.width
     check_size(flux, height, width)
     encoder = load_encoder(config.mllm, device=device, dtype=dtype)
     return accelerator, triples, Frozen(flux, X2IPipeline(encoder, alignnet, flux, condition_on=config.condition_on), height, width)

@@ -3,7 +3,7 @@ and `x2i lora train`.
 
 A trainer supplies what it trains (`checkpoint.Trained`), the module accelerate wraps, and
 `step_loss(module, step) -> (loss, values to log)`; this loop does the rest the same way for all:
-AdamW (8-bit on GPU when bitsandbytes is installed) with warm-up and cosine decay, accelerate
+AdamW (`--optimizer`: 8-bit on GPU when bitsandbytes is installed) with warm-up and cosine decay, accelerate
 (one CPU, one GPU, or DDP over many), gradient clipping, a progress bar, `log.jsonl`, atomic
 checkpoints every N steps, exact `--resume`, and at the end the trained weights, `loss.png` and
 `run.json` (each rank's weight fingerprint: DDP keeps them identical, and the run says so).
@@ -17,6 +17,7 @@ functions of the step alone.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import shutil
@@ -41,6 +42,8 @@ from x2i.training.checkpoints import (
 from x2i.training.data import global_batch
 from x2i.training.loop import run_steps
 
+OPTIMIZERS = ("auto", "adamw", "adamw8bit")
+
 
 @dataclass(kw_only=True)
 class TrainConfig:
@@ -49,7 +52,9 @@ class TrainConfig:
     out: str = option(help="run directory: the trained weights, checkpoints/, log.jsonl, loss.png, run.json")
     steps: int = option(10000, "optimizer steps")
     batch: int = option(1, "samples per process per step; the global batch is this times the number of processes")
-    lr: float = option(1e-4, "AdamW learning rate (8-bit AdamW on GPU when bitsandbytes is installed)")
+    lr: float = option(1e-4, "AdamW learning rate")
+    optimizer: str = option("auto", "adamw; adamw8bit (bitsandbytes, CUDA: as the authors trained); auto: adamw8bit on CUDA when "
+                            "bitsandbytes is installed, else adamw, with a line saying so", choices=OPTIMIZERS)
     warmup: int = option(100, "linear warm-up steps before the cosine decay")
     weight_decay: float = option(1e-2, "AdamW weight decay")
     max_grad_norm: float = option(1.0, "gradient clipping")
@@ -72,6 +77,10 @@ def check_run(config: TrainConfig, trained_name: str) -> None:
         raise X2IError("--steps, --batch and --checkpoint-every must be at least 1, --warmup and --keep-checkpoints at least 0")
     if not 0 <= config.seed < 2**63:
         raise X2IError("--seed must be between 0 and 2^63 - 1")
+    if config.optimizer not in OPTIMIZERS:
+        raise X2IError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+    if config.optimizer == "adamw8bit" and not (torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes")):
+        raise X2IError("--optimizer adamw8bit needs a CUDA GPU and bitsandbytes (pip install bitsandbytes); or give --optimizer adamw")
     if config.resume and config.overwrite:
         raise X2IError("--resume continues the run in OUT and --overwrite replaces it: give one")
     out = Path(config.out)
@@ -109,7 +118,7 @@ def train(
     out = Path(config.out)
     world = accelerator.num_processes
     parameters = [p for p in module.parameters() if p.requires_grad]
-    optimizer = make_optimizer(parameters, config.lr, config.weight_decay, accelerator.device)
+    optimizer = make_optimizer(parameters, config, accelerator)
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
 
     start = 0
@@ -162,16 +171,21 @@ def train(
     return final
 
 
-def make_optimizer(parameters: list[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device):
-    """AdamW; bitsandbytes' 8-bit AdamW on GPU when it is installed (as the authors trained)."""
-    if device.type == "cuda":
-        try:
-            import bitsandbytes as bnb
+def make_optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig, accelerator: Accelerator):
+    """AdamW, or bitsandbytes' 8-bit AdamW (as the authors trained). `auto` never falls back
+    silently: a GPU run without bitsandbytes says that its optimizer state is 4x larger."""
+    name = config.optimizer
+    if name == "auto":
+        bnb = importlib.util.find_spec("bitsandbytes") is not None
+        name = "adamw8bit" if accelerator.device.type == "cuda" and bnb else "adamw"
+        if accelerator.device.type == "cuda" and not bnb:
+            accelerator.print("bitsandbytes is not installed: fp32 AdamW, whose state is 4x that of 8-bit AdamW "
+                              "(pip install bitsandbytes, or --optimizer adamw to choose it)")
+    if name == "adamw8bit":
+        import bitsandbytes as bnb
 
-            return bnb.optim.AdamW8bit(parameters, lr=lr, weight_decay=weight_decay)
-        except ImportError:
-            pass
-    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+        return bnb.optim.AdamW8bit(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def process_batch(items: list, step: int, config: TrainConfig, accelerator: Accelerator) -> tuple[list, list[int]]:
