@@ -69,7 +69,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     gen.add_argument("--video", action=AppendMedia, dest="media", metavar="PATH", help="a video clip: mp4, webm, gif, ... (repeatable; Qwen2.5-VL, Qwen2.5-Omni)")
     gen.add_argument("--video-fps", type=float, default=2.0, metavar="FPS", help="video frames are sampled at this rate")
     gen.add_argument("--max-frames", type=int, default=64, metavar="N", help="at most N frames per clip: a longer clip is cut, with a warning")
-    gen.add_argument("--out", default="x2i.png", type=Path, help="output image; with --num-images > 1, a grid (each image is also saved as OUT-N)")
+    gen.add_argument("--out", default=None, type=Path, help="output image (default x2i.png); with --num-images > 1, a grid (each image is "
+                     "also saved as OUT-N); with --requests, a directory")
+    gen.add_argument("--requests", type=Path, metavar="FILE.jsonl", help="many requests, one JSON object per line (prompt, image/audio/video, "
+                     "seed, height, width, steps, guidance, condition_on, num_images; the options give the rest): resumable, batched, split "
+                     "over the processes of accelerate launch; see docs/batch.md")
+    gen.add_argument("--layout", choices=("plain", "geneval"), default="plain", help="with --requests: OUT/LINE-K.png, or GenEval's "
+                     "folders from its evaluation_metadata.jsonl")
+    gen.add_argument("--teacher", action="store_true", help="with --requests: FLUX with its own T5/CLIP (text only), the same noise as X2I")
     add_model_options(gen)
     add_limit_options(gen)
     add_memory_options(gen)

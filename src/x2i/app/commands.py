@@ -29,12 +29,14 @@ def check_numbers(args) -> None:
             raise X2IError(f"--{name.replace('_', '-')} must be at least 1")
 
 
-def load_pipeline(args, **kwargs):
-    """The pipeline of generate, chat and serve, from the model, memory and limit options."""
+def load_pipeline(args, device=None, **kwargs):
+    """The pipeline of generate, chat and serve, from the model, memory and limit options (on
+    `device` when given: a process's own GPU)."""
     from x2i.inference.loaders import device_and_dtype
     from x2i.inference.pipeline import X2IPipeline
 
-    device, dtype = device_and_dtype(args.device, args.dtype)
+    named, dtype = device_and_dtype(args.device, args.dtype)
+    device = device or named
     return X2IPipeline.from_pretrained(args.mllm, args.flux, args.alignnet, device=device, dtype=dtype, quantize=args.quantize,
                                        offload=args.offload, max_text_tokens=args.max_text_tokens, max_image_tokens=args.max_image_tokens,
                                        max_steps=args.max_steps, max_images=args.max_images, condition_on=args.condition_on, **kwargs)
@@ -48,6 +50,15 @@ def run_generate(args) -> None:
     from x2i.media import check_image_path, open_input, save_images
 
     check_numbers(args)
+    if args.steps < 1 or args.num_images < 1 or (args.batch_size is not None and args.batch_size < 1):
+        raise X2IError("--steps, --num-images and --batch-size must be at least 1")
+    if args.video_fps <= 0 or args.max_frames < 1:
+        raise X2IError("--video-fps must be positive and --max-frames at least 1")
+    if args.requests is not None:
+        from x2i.app.batch import run_requests
+
+        return run_requests(args, load_pipeline)
+    args.out = args.out or Path("x2i.png")
     try:
         args.prompt.encode("utf-8")
     except UnicodeEncodeError as e:  # bytes that were not text in the terminal's encoding
@@ -56,11 +67,7 @@ def run_generate(args) -> None:
     mllm = locate(args.mllm, "mllm")
     encoder_class(mllm).check(request, mllm)  # e.g. sound for a reader that does not hear, or too long a sound
     check_image_path(args.out)
-    if args.steps < 1 or args.num_images < 1 or (args.batch_size is not None and args.batch_size < 1):
-        raise X2IError("--steps, --num-images and --batch-size must be at least 1")
     check_counts(args.steps, args.num_images, args.max_steps or MAX_STEPS, args.max_images or MAX_IMAGES)  # before anything loads
-    if args.video_fps <= 0 or args.max_frames < 1:
-        raise X2IError("--video-fps must be positive and --max-frames at least 1")
     if args.lightcontrol and not request.images:
         raise X2IError("--lightcontrol keeps an edit faithful to its source image: give one with --image")
     pipe = load_pipeline(args, pad_to=args.pad_to, alignnet_preset=args.alignnet_preset, height=args.height, width=args.width,
