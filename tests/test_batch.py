@@ -99,7 +99,7 @@ def test_geneval_layout_is_what_its_scorer_reads(tmp_path):
     assert main(["generate", "--requests", str(requests), "--out", str(out), "--layout", "geneval", "--num-images", "2", "--steps", "1"]) == 0
     for index, line in enumerate(metadata):
         folder = out / f"{index:05d}"
-        assert json.load(open(folder / "metadata.jsonl")) == line
+        assert json.loads((folder / "metadata.jsonl").read_text()) == line
         samples = sorted(p.name for p in (folder / "samples").iterdir())
         assert samples == ["0000.png", "0001.png"] and all(re.match(r"\d+\.png", name) for name in samples)
         assert (folder / "grid.png").is_file()
@@ -133,7 +133,7 @@ def test_two_processes_share_the_lines_and_merge_one_manifest(tmp_path):
     two, one = tmp_path / "two", tmp_path / "one"
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     command = ["-m", "x2i", "generate", "--requests", str(requests), "--steps", "2"]
-    result = subprocess.run([*launch, *command, "--out", str(two)], env=ENV, capture_output=True, text=True)
+    result = subprocess.run([*launch, *command, "--out", str(two)], env=ENV, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     subprocess.run([sys.executable, *command, "--out", str(one)], env=ENV, check=True, capture_output=True)
     entries = manifest(two)

@@ -49,3 +49,25 @@ def config_from_args(config_class, args: argparse.Namespace, **overrides):
         if isinstance(values.get(f.name), list) and isinstance(f.default, tuple):
             values[f.name] = tuple(values[f.name])
     return config_class(**values)
+
+
+def command_line(program: str, config) -> str:
+    """The command that makes `config`: `program` and every option whose value is not its default
+    (the one written in model cards, so that a run made from Python reads as the command too)."""
+    import shlex
+
+    words = program.split()
+    for f in dataclasses.fields(config):
+        if "help" not in f.metadata:
+            continue
+        value = getattr(config, f.name)
+        if f.default is not dataclasses.MISSING and value == f.default:
+            continue
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        if isinstance(value, bool):
+            words.append(flag)
+        elif isinstance(value, (tuple, list)):
+            words += [flag, *map(str, value)]
+        elif value is not None:
+            words += [flag, str(value)]
+    return shlex.join(words)

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from x2i.errors import X2IError
+from x2i.media.files import write_text
 
 LAYOUTS = ("plain", "geneval")
 MEDIA = ("image", "audio", "video")
@@ -62,7 +63,7 @@ def read_requests(path: Path, defaults: dict, layout: str, teacher: bool, max_st
             continue
         try:
             requests.append(_read_line(number, text, path.parent, defaults, layout, teacher, max_steps, max_images, needs_image))
-        except ValueError as e:
+        except (TypeError, ValueError) as e:
             errors.append(f"line {number}: {e}")
     if errors:
         more = f"; and {len(errors) - 10} more" if len(errors) > 10 else ""
@@ -80,13 +81,13 @@ def _read_line(number, text, folder, defaults, layout, teacher, max_steps, max_i
     except ValueError as e:
         raise ValueError(f"not JSON ({e})") from e
     if not isinstance(record, dict):
-        raise ValueError("not a JSON object")
+        raise TypeError("not a JSON object")
     known = ("prompt", *MEDIA, *SETTINGS, *(GENEVAL_KEYS if layout == "geneval" else ()))
     if unknown := sorted(set(record) - set(known)):
         raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join(known)})")
     prompt = record.get("prompt", "")
     if not isinstance(prompt, str):
-        raise ValueError("'prompt' is not text")
+        raise TypeError("'prompt' is not text")
     media = []
     for kind in MEDIA:
         paths = record.get(kind, [])
@@ -160,9 +161,7 @@ def merge_manifest(out: Path) -> int:
                 except ValueError:
                     continue
                 entries[entry["line"]] = entry
-    tmp = out / ".index.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(entries[k], ensure_ascii=False) + "\n" for k in sorted(entries)), encoding="utf-8")
-    os.replace(tmp, out / "index.jsonl")
+    write_text(out / "index.jsonl", "".join(json.dumps(entries[k], ensure_ascii=False) + "\n" for k in sorted(entries)))
     for part in parts:
         part.unlink()
     return len(entries)
@@ -217,8 +216,7 @@ def run_requests(args, load_pipeline) -> None:
         flux.set_progress_bar_config(disable=True)
         size = default_size(flux)
     else:
-        pipe = load_pipeline(args, device=device, pad_to=args.pad_to, alignnet_preset=args.alignnet_preset, lightcontrol=args.lightcontrol,
-                             lora=args.lora, lora_scale=args.lora_scale)
+        pipe = load_pipeline(args, device=device, alignnet_preset=args.alignnet_preset)
         pipe.encoder.video_fps, pipe.encoder.max_video_frames = args.video_fps, args.max_frames
         flux, size = pipe.flux, pipe.default_size
     for r in requests:  # checked against the loaded models, still before any generation
@@ -256,7 +254,7 @@ def run_requests(args, load_pipeline) -> None:
                     (out / p).parent.mkdir(parents=True, exist_ok=True)
                     save_image(image, out / p)
                 if args.layout == "geneval":
-                    _write_atomic(out / paths[0].split("/")[0] / "metadata.jsonl", json.dumps(r.record))
+                    write_text(out / paths[0].split("/")[0] / "metadata.jsonl", json.dumps(r.record))
                     if n > 1:
                         save_image(make_grid(made), out / paths[0].split("/")[0] / "grid.png")
                 entry = {"line": r.line, "request": r.record, "images": paths, "seconds": round(seconds, 3), "process": state.process_index}
@@ -287,9 +285,3 @@ def _check_against_models(requests: list[LineRequest], flux, pipe) -> None:
             errors.append(f"line {r.line}: {e}")
     if errors:
         raise X2IError("; ".join(errors[:10]) + (f"; and {len(errors) - 10} more" if len(errors) > 10 else ""))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

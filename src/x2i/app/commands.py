@@ -29,6 +29,23 @@ def check_numbers(args) -> None:
             raise X2IError(f"--{name.replace('_', '-')} must be at least 1")
 
 
+def use_pipeline_folder(args) -> None:
+    """--pipeline DIR: the saved pipeline's parts and settings become the options not typed."""
+    if getattr(args, "pipeline", None) is None:
+        return
+    from x2i.inference.saved_pipeline import read_saved_pipeline
+
+    if (args.mllm, args.flux, args.alignnet) != ("mini", "mini", "mini"):
+        raise X2IError("--pipeline names the MLLM, FLUX and AlignNet: leave out --mllm, --flux and --alignnet")
+    saved = read_saved_pipeline(args.pipeline)
+    args.mllm, args.flux, args.alignnet = saved["mllm"], saved["flux"], saved["alignnet"]
+    args.lightcontrol = getattr(args, "lightcontrol", None) or saved["lightcontrol"]
+    if getattr(args, "lora", None) is None:
+        args.lora, args.lora_scale = saved["lora"], saved["lora_scale"]
+    args.condition_on = saved["condition_on"] if args.condition_on == "auto" else args.condition_on
+    args.pad_to = saved["pad_to"] if getattr(args, "pad_to", None) is None else args.pad_to
+
+
 def load_pipeline(args, device=None, **kwargs):
     """The pipeline of generate, chat and serve, from the model, memory and limit options (on
     `device` when given: a process's own GPU)."""
@@ -37,9 +54,11 @@ def load_pipeline(args, device=None, **kwargs):
 
     named, dtype = device_and_dtype(args.device, args.dtype)
     device = device or named
+    parts = {"pad_to": getattr(args, "pad_to", None), "lightcontrol": getattr(args, "lightcontrol", None), "lora": getattr(args, "lora", None),
+             "lora_scale": getattr(args, "lora_scale", 1.0), **kwargs}
     return X2IPipeline.from_pretrained(args.mllm, args.flux, args.alignnet, device=device, dtype=dtype, quantize=args.quantize,
                                        offload=args.offload, max_text_tokens=args.max_text_tokens, max_image_tokens=args.max_image_tokens,
-                                       max_steps=args.max_steps, max_images=args.max_images, condition_on=args.condition_on, **kwargs)
+                                       max_steps=args.max_steps, max_images=args.max_images, condition_on=args.condition_on, **parts)
 
 
 def run_generate(args) -> None:
@@ -50,6 +69,7 @@ def run_generate(args) -> None:
     from x2i.media import check_image_path, open_input, save_images
 
     check_numbers(args)
+    use_pipeline_folder(args)
     if args.steps < 1 or args.num_images < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise X2IError("--steps, --num-images and --batch-size must be at least 1")
     if args.video_fps <= 0 or args.max_frames < 1:
@@ -70,8 +90,7 @@ def run_generate(args) -> None:
     check_counts(args.steps, args.num_images, args.max_steps or MAX_STEPS, args.max_images or MAX_IMAGES)  # before anything loads
     if args.lightcontrol and not request.images:
         raise X2IError("--lightcontrol keeps an edit faithful to its source image: give one with --image")
-    pipe = load_pipeline(args, pad_to=args.pad_to, alignnet_preset=args.alignnet_preset, height=args.height, width=args.width,
-                         lightcontrol=args.lightcontrol, lora=args.lora, lora_scale=args.lora_scale)
+    pipe = load_pipeline(args, alignnet_preset=args.alignnet_preset, height=args.height, width=args.width)
     pipe.encoder.video_fps, pipe.encoder.max_video_frames = args.video_fps, args.max_frames
     images = pipe(request, height=args.height, width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
                   num_images_per_prompt=args.num_images, seed=args.seed, lightcontrol_scale=args.lightcontrol_scale,
@@ -83,6 +102,7 @@ def run_serve(args) -> None:
     if args.steps < 1 or args.max_inputs < 0 or not args.max_upload_mb > 0 or not math.isfinite(args.max_upload_mb):
         raise X2IError("--steps must be at least 1, --max-inputs at least 0 and --max-upload-mb positive")
     check_numbers(args)
+    use_pipeline_folder(args)
     try:
         from x2i.app.serve import build_app
     except ImportError as e:
@@ -105,6 +125,7 @@ def run_chat(args) -> None:
     if args.steps < 1 or args.answer_tokens < 0:
         raise X2IError("--steps must be at least 1 and --answer-tokens at least 0")
     check_numbers(args)
+    use_pipeline_folder(args)
     check_image_path(args.out / "turn-1.png")  # --out must be (or become) a writable directory
     pipe = load_pipeline(args, height=args.height, width=args.width)
     session = Session(pipe, answer_tokens=args.answer_tokens, keep_history=not args.no_history, seed=args.seed,

@@ -22,6 +22,7 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
+from huggingface_hub import ModelCard
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
@@ -150,11 +151,37 @@ class AlignNet(ModelMixin, ConfigMixin):
             if class_name != cls.__name__:
                 raise X2IError(f"{path} is not an AlignNet directory: its {cls.config_name} describes a {class_name}")
         try:
-            return super().from_pretrained(location, torch_dtype=dtype, **kwargs)
+            model = super().from_pretrained(location, torch_dtype=dtype, **kwargs)
         except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as e:  # bad weights, shapes, I/O, hub
             if isinstance(location, str):
                 raise unreachable("alignnet", location, e) from e
             raise X2IError(f"cannot read AlignNet at {path}: {str(e).strip().splitlines()[0]}") from e
+        if isinstance(location, Path) and (location / "README.md").is_file():
+            model.card = ModelCard.load(location / "README.md")
+        return model
+
+    # ---- its model card: how it was made, carried wherever the weights go ----------------------
+
+    card: ModelCard | None = None  # set by `x2i distill` (x2i.inference.model_card), read back by from_pretrained
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        """diffusers' save_pretrained, and the AlignNet's card as README.md when it has one."""
+        super().save_pretrained(save_directory, **kwargs)
+        if self.card is not None:
+            self.card.save(Path(save_directory) / "README.md")
+
+    def push_to_hub(self, repo_id: str, commit_message: str = "Upload AlignNet", private: bool | None = None, token: str | None = None,
+                    create_pr: bool = False, **kwargs):
+        """Upload the weights, config and this AlignNet's own card (diffusers' push_to_hub would
+        write a generic card in its place)."""
+        import tempfile
+
+        from huggingface_hub import create_repo, upload_folder
+
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            return upload_folder(repo_id=repo_id, folder_path=folder, token=token, commit_message=commit_message, create_pr=create_pr)
 
     # ---- the authors' released checkpoints -----------------------------------------------------
 

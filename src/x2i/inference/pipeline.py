@@ -38,6 +38,7 @@ from x2i.inference.loaders import (
 )
 from x2i.inference.lora import load_lora
 from x2i.inference.request import CONDITION_ON, Request, request_kind
+from x2i.inference.saved_pipeline import read_saved_pipeline, save_pipeline
 from x2i.inference.work_bounds import (
     MAX_IMAGES,
     MAX_STEPS,
@@ -90,14 +91,15 @@ class X2IPipeline:
         self.max_steps, self.max_images = max_steps or MAX_STEPS, max_images or MAX_IMAGES
         self.lightcontrol: LightControl | None = None
         self.offload: tuple[str, torch.device] | None = None  # ("model" | "sequential", the device parts run on)
+        self.sources: dict = {}  # where from_pretrained found the MLLM, FLUX and LoRA, for save_pretrained
         self._check_fit()
 
     @classmethod
     def from_pretrained(
         cls,
         mllm: str | Path,
-        flux: str | Path,
-        alignnet: str | Path,
+        flux: str | Path | None = None,
+        alignnet: str | Path | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         pad_to: int | None = None,
@@ -120,7 +122,15 @@ class X2IPipeline:
         FLUX (sizes, branch, LoRA) before the MLLM, the largest part. `quantize` ("nf4" or "int8"):
         the FLUX transformer and the MLLM are quantized as they load (bitsandbytes on CUDA; int8 by
         torchao on the CPU). `offload` ("model" or "sequential"): the parts load in CPU memory and
-        run on `device` (a CUDA GPU) as `enable_model_cpu_offload` / `enable_sequential_cpu_offload` say."""
+        run on `device` (a CUDA GPU) as `enable_model_cpu_offload` / `enable_sequential_cpu_offload` say.
+        One folder written by `save_pretrained` names all the parts and settings (those given here win)."""
+        if flux is None or alignnet is None:
+            saved = read_saved_pipeline(mllm)
+            mllm, flux, alignnet = saved["mllm"], saved["flux"], saved["alignnet"]
+            lightcontrol = lightcontrol or saved["lightcontrol"]
+            lora, lora_scale = (lora, lora_scale) if lora else (saved["lora"], saved["lora_scale"])
+            condition_on = saved["condition_on"] if condition_on == "auto" else condition_on
+            pad_to = saved["pad_to"] if pad_to is None else pad_to
         device = torch.device(device)
         if offload is not None:
             if offload not in ("model", "sequential"):
@@ -146,6 +156,7 @@ class X2IPipeline:
         pipe = cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to, max_text_tokens=max_text_tokens, max_image_tokens=max_image_tokens,
                    max_steps=max_steps, max_images=max_images, condition_on=condition_on)
         pipe.lightcontrol = branch
+        pipe.sources = {"mllm": mllm, "flux": flux, "lora": lora, "lora_scale": lora_scale}
         if offload:
             getattr(pipe, f"enable_{offload}_cpu_offload")(run_on)
         return pipe
@@ -165,6 +176,12 @@ class X2IPipeline:
     def load_lora(self, path: str | Path, scale: float = 1.0) -> None:
         """Load a diffusers-format LoRA made for this FLUX (from `x2i lora train`, or any trainer)."""
         load_lora(self.flux, path, scale)
+        self.sources.update(lora=path, lora_scale=scale)
+
+    def save_pretrained(self, directory: str | Path, copy: bool = False, scores: dict | None = None) -> Path:
+        """The pipeline as one folder with a model card (x2i.inference.saved_pipeline): AlignNet and any
+        LightControl/LoRA as files, the MLLM and FLUX named (copied with `copy`), the road and padding."""
+        return save_pipeline(self, directory, copy=copy, scores=scores)
 
     def enable_model_cpu_offload(self, device: str | torch.device = "cuda") -> None:
         """Keep every part in CPU memory and move each to `device` only while it runs: the MLLM,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from x2i.errors import X2IError
 from x2i.inference.request import CONDITION_ON
-from x2i.training.data import write_lines
+from x2i.media.files import write_lines
 
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 

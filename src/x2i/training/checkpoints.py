@@ -13,9 +13,7 @@ either the previous checkpoints or a complete new one, never a half-written one.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
 import re
 import shutil
@@ -30,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from x2i.errors import X2IError
 from x2i.inference.lora import read_lora
+from x2i.media.files import atomic_directory
 
 PATTERN = re.compile(r"^step-(\d+)$")
 
@@ -104,20 +103,6 @@ def save_checkpoint(directory: Path, step: int, trained: Trained, optimizer, sch
     return final
 
 
-@contextlib.contextmanager
-def atomic_directory(final: Path):
-    """Write into a temporary sibling of `final`; on success fsync it and rename it into place
-    (replacing an older `final`), so readers see the old directory or the whole new one."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    yield tmp
-    _fsync_tree(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
 def latest_checkpoint(directory: Path) -> Path | None:
     steps = _checkpoints(directory)
     return steps[-1] if steps else None
@@ -182,10 +167,3 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], plain: dict) -> dict
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
     return {"state": state, "param_groups": plain["param_groups"]}
-
-
-def _fsync_tree(directory: Path) -> None:
-    for path in directory.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import os
 import random
 import tarfile
 from dataclasses import dataclass
@@ -46,21 +45,6 @@ def read_text(path: Path) -> str:
         raise X2IError(f"{path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from e
     except IsADirectoryError as e:
         raise X2IError(f"{path} is a directory, not a file") from e
-
-
-def write_lines(path: Path, lines: list[str]) -> None:
-    """A text file of `lines`, written under a temporary name and renamed: an existing file is
-    replaced whole or not at all; a directory in its place is refused."""
-    path = Path(path)
-    if path.is_dir():
-        raise X2IError(f"cannot write {path}: it is a directory; name a file")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise X2IError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, object]]:

@@ -38,9 +38,10 @@ from x2i.inference.loaders import (
     load_encoder,
     load_flux,
 )
+from x2i.inference.model_card import alignnet_card
 from x2i.inference.request import Request
 from x2i.inference.work_bounds import image_tokens
-from x2i.options import option
+from x2i.options import command_line, option
 from x2i.training.checkpoints import TrainedModel
 from x2i.training.data import read_captions
 from x2i.training.flow_matching import logit_normal_sigmas
@@ -128,6 +129,8 @@ def distill(config: DistillConfig) -> Path:
         joint_attention_dim=transformer.config.joint_attention_dim, pooled_projection_dim=transformer.config.pooled_projection_dim,
         pooling=config.pooling, pad_to=models.pad_to, refiner_layers=config.refiner_layers,
     ).train()
+    alignnet.card = alignnet_card(str(config.mllm), str(config.flux), command_line("x2i distill", config), config.steps,
+                                  config.batch * accelerator.num_processes)
     taps = AttentionTaps(transformer, config.temperature)
 
     def step_loss(model, step):

@@ -31,10 +31,10 @@ from accelerate.utils import DistributedType, gather_object
 from diffusers.optimization import get_cosine_schedule_with_warmup
 
 from x2i.errors import X2IError
+from x2i.media.files import atomic_directory
 from x2i.options import option
 from x2i.training.checkpoints import (
     Trained,
-    atomic_directory,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
