@@ -1,5 +1,7 @@
-"""`x2i serve` in a real browser (headless Chromium through Selenium): a prompt makes a picture, a
-bad upload shows its error in the page, a conversation takes a second turn. Needs Debian's
+"""`x2i serve` in a real browser (headless Chromium through Selenium), with the shipped LightControl
+and LoRA loaded: a prompt makes a picture, an example in another language is one click, the
+denoising shows a progress bar, "Download all" gives every picture, the branch and LoRA strengths
+are offered, a bad upload shows its error in the page, a conversation takes a second turn. Needs Debian's
 `chromium` and `chromium-driver` (installed by .ci/run). With X2I_SCREENSHOT=PATH, the page is
 saved there (the README's screenshot is made so)."""
 
@@ -27,7 +29,8 @@ def server(tmp_path_factory):
         port = s.getsockname()[1]
     log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    process = subprocess.Popen([sys.executable, "-m", "x2i", "serve", "--port", str(port), "--steps", "8"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen([sys.executable, "-m", "x2i", "serve", "--port", str(port), "--steps", "8", "--lightcontrol", "mini", "--lora", "mini"],
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + WAIT
     while True:
@@ -45,7 +48,12 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def downloads(tmp_path_factory):
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -54,6 +62,7 @@ def browser():
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
         options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
     driver.quit()
@@ -93,6 +102,47 @@ def test_a_prompt_makes_a_picture(server, browser):
     assert "a large red circle on the left" in browser.find_element(By.CSS_SELECTOR, "#gallery").text  # the inputs that made it
     if os.environ.get("X2I_SCREENSHOT"):
         browser.save_screenshot(os.environ["X2I_SCREENSHOT"])
+
+
+def test_an_example_is_one_click_and_the_denoising_shows_its_progress(server, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server)
+    chinese = wait_for(browser, lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, "#examples button, #examples td, #examples tr")
+                                           if "红色圆形" in e.text], "the Chinese example")
+    chinese[0].click()
+    wait_for(browser, lambda d: "红色圆形" in d.find_element(By.CSS_SELECTOR, "#prompt textarea").get_attribute("value"), "the example in the prompt box")
+    steps = browser.find_element(By.CSS_SELECTOR, "#steps input[type=number]")
+    steps.clear()
+    steps.send_keys("100")  # long enough to see the bar
+    browser.find_element(By.CSS_SELECTOR, "#generate").click()
+    wait_for(browser, lambda d: "denoising" in d.find_element(By.TAG_NAME, "body").text, "the progress bar of the denoising loop")
+    wait_for(browser, lambda d: images_in(d, "#gallery"), "a picture in the gallery")
+
+
+def test_download_all_and_the_strengths_of_what_is_loaded(server, browser, downloads):
+    import zipfile
+
+    from selenium.webdriver.common.by import By
+
+    browser.get(server)
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt textarea"), "the prompt box")
+    page = browser.find_element(By.TAG_NAME, "body").text
+    assert "LightControl strength" in page and "LoRA strength" in page
+    for text in ("a small green triangle at the bottom", "a large blue square on the right"):
+        box = browser.find_element(By.CSS_SELECTOR, "#prompt textarea")
+        box.clear()
+        box.send_keys(text)
+        count = len(images_in(browser, "#gallery"))
+        browser.find_element(By.CSS_SELECTOR, "#generate").click()
+        wait_for(browser, lambda d, count=count: len(images_in(d, "#gallery")) > count, f"the picture of {text!r}")
+    browser.find_element(By.CSS_SELECTOR, "#download").click()
+    # Chromium writes NAME.crdownload and renames it to NAME.zip once it is whole
+    saved = wait_for(browser, lambda d: sorted(downloads.glob("*.zip")), "the zip of the gallery in the browser's downloads")
+    archive = zipfile.ZipFile(saved[-1])
+    captions = archive.read("captions.txt").decode()
+    assert "a small green triangle at the bottom" in captions and "a large blue square on the right" in captions
+    assert len([n for n in archive.namelist() if n.endswith(".png")]) >= 2
 
 
 def test_a_bad_upload_shows_its_error_in_the_page(server, browser, tmp_path):

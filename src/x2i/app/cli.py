@@ -167,6 +167,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     srv.add_argument("--compile", action="store_true", help="torch.compile FLUX's transformer at start (a minute or more; each new "
                      "size compiles again): faster requests for a long-running server")
     add_condition_on_option(srv)
+    add_edit_options(srv)
     add_device_options(srv)
     srv.set_defaults(run=run_serve)
 

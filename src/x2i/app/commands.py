@@ -111,7 +111,7 @@ def run_serve(args) -> None:
     if args.compile:
         print("compiling FLUX's transformer (once per size)...", file=sys.stderr)
         pipe.compile_transformer(args.steps)
-    app = build_app(pipe, max_inputs=args.max_inputs, default_steps=args.steps)
+    app = build_app(pipe, max_inputs=args.max_inputs, default_steps=args.steps, lightcontrol_scale=args.lightcontrol_scale)
     app.queue(default_concurrency_limit=1, max_size=64).launch(
         server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 1024 * 1024), show_error=True,
     )

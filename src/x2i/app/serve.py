@@ -1,10 +1,12 @@
 """`x2i serve`: a Gradio app over one X2IPipeline, loaded once per process.
 
-Two tabs: "Generate" (a prompt, uploads of the inputs the reader takes, the usual settings, and a
-gallery of every result with the inputs that made it) and "Conversation" (an `x2i.Session` per
-browser session). Requests are queued and run one at a time on the one pipeline. Bad input is a
-message in the page: `X2IError`s say what is wrong, anything else is logged and reported in one
-line, and the server keeps running.
+Two tabs: "Generate" (a prompt or a clickable example in five languages, uploads of the inputs the
+reader takes, the usual settings, the conditioning road, the LightControl and LoRA strengths when
+they are loaded, a progress bar over the denoising steps, and a gallery of every result with the
+inputs that made it, downloadable as one zip) and "Conversation" (an `x2i.Session` per browser
+session). Requests are queued and run one at a time on the one pipeline. Bad input is a message in
+the page: `X2IError`s say what is wrong, anything else is logged and reported in one line, and the
+server keeps running. Gradio's analytics are off: nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import tempfile
 import traceback
+import zipfile
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # set before Gradio loads: no calls home from the app
@@ -22,6 +25,7 @@ import gradio as gr  # noqa: E402
 from PIL import Image
 
 from x2i.errors import X2IError
+from x2i.inference.lora import set_lora_scale
 from x2i.inference.request import Request
 from x2i.inference.session import Session
 from x2i.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, Audio, Video, open_input
@@ -60,23 +64,34 @@ def user_message(action):
                        print_exception=False) from e
 
 
+# One scene in the five languages the mini world speaks (and any real MLLM reads).
+EXAMPLES = ["a large red circle on the left and a small blue square at the top",
+            "左边有一个大的红色圆形，顶部有一个小的蓝色正方形",
+            "un grand cercle rouge à gauche et un petit carré bleu en haut",
+            "ein großer roter Kreis links und ein kleines blaues Quadrat oben",
+            "un gran círculo rojo a la izquierda y un pequeño cuadrado azul arriba"]
+
 ROAD_CHOICES = [("auto (per kind of request)", "auto"), ("prompt (the paper's)", "prompt"),
                 ("answer (the MLLM writes what to draw)", "answer"), ("prompt + answer", "prompt+answer")]
 
 
-def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens: int = 64) -> gr.Blocks:
+def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens: int = 64, lightcontrol_scale: float = 1.0) -> gr.Blocks:
     size = pipe.default_size
     # Each picture is written once; the gallery then refers to the file, not to a picture to encode again.
     outputs = Path(tempfile.mkdtemp(prefix="x2i-serve-"))
     numbers = itertools.count()
 
-    def generate(prompt, files, seed, steps, height, width, guidance, num_images, road, results):
+    def generate(prompt, files, seed, steps, height, width, guidance, num_images, road, control, lora, results,
+                 progress=gr.Progress(track_tqdm=True)):  # noqa: B008  (Gradio's way: the bar follows diffusers' denoising bar)
         def run():
             media = open_uploads(files, max_inputs)
             request = Request(prompt, media)
             reading = pipe.plan([request], road)[0]
+            if pipe.sources.get("lora"):
+                set_lora_scale(pipe.flux, float(lora))
             images = pipe(request, height=int(height), width=int(width), num_inference_steps=int(steps), guidance_scale=float(guidance),
-                          num_images_per_prompt=int(num_images), seed=int(seed), show_progress=False, readings=[reading])
+                          num_images_per_prompt=int(num_images), seed=int(seed), show_progress=True, readings=[reading],
+                          lightcontrol_scale=float(control) if request.images else 0.0)  # the branch keeps an input image, when there is one
             inputs = ", ".join(Path(f).name for f in files or []) or "none"
             read = f"the answer: {reading.answer}" if reading.road == "answer" else reading.road
             caption = (f"{prompt.strip() or '(no text)'} | inputs: {inputs} | read: {read} | "
@@ -89,7 +104,16 @@ def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens:
             return (made + (results or []))[:GALLERY_SIZE]
 
         results = user_message(run)
-        return results, results
+        return results, results, download_all(results)
+
+    def download_all(results) -> str:
+        """Every picture in the gallery, and captions.txt with what made each, as one zip."""
+        path = outputs / f"x2i-pictures-{next(numbers)}.zip"
+        with zipfile.ZipFile(path, "w") as archive:
+            for i, (picture, caption) in enumerate(reversed(results)):
+                archive.write(picture, f"{i:03d}.png")
+            archive.writestr("captions.txt", "".join(f"{i:03d}.png  {caption}\n" for i, (_, caption) in enumerate(reversed(results))))
+        return str(path)
 
     def chat(text, files, road, session, messages):
         def run():
@@ -126,18 +150,26 @@ def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens:
                     files = gr.File(label=f"Inputs (at most {max_inputs})", file_count="multiple", file_types=types, elem_id="inputs")
                     with gr.Row():
                         seed = gr.Number(value=0, precision=0, label="Seed")
-                        steps = gr.Slider(1, 100, value=default_steps, step=1, label="Steps")
+                        steps = gr.Slider(1, 100, value=default_steps, step=1, label="Steps", elem_id="steps")
                         guidance = gr.Number(value=3.5, label="Guidance")
                     with gr.Row():
                         height = gr.Number(value=size, precision=0, label="Height")
                         width = gr.Number(value=size, precision=0, label="Width")
                         num_images = gr.Slider(1, 8, value=1, step=1, label="Images")
                     road = gr.Dropdown(ROAD_CHOICES, value=pipe.condition_on, label="AlignNet reads", elem_id="road")
+                    with gr.Row():
+                        control = gr.Slider(0, 2, value=lightcontrol_scale, step=0.05, label="LightControl strength (requests with an image)",
+                                            visible=pipe.lightcontrol is not None, elem_id="lightcontrol-scale")
+                        lora = gr.Slider(0, 2, value=pipe.sources.get("lora_scale", 1.0), step=0.05, label="LoRA strength",
+                                         visible=bool(pipe.sources.get("lora")), elem_id="lora-scale")
                     button = gr.Button("Generate", variant="primary", elem_id="generate")
+                    gr.Examples([[text] for text in EXAMPLES], [prompt], label="Examples (click one)", elem_id="examples")
                 with gr.Column():
                     gallery = gr.Gallery(label="Results (newest first), each with the inputs that made it", columns=2, elem_id="gallery")
+                    download = gr.DownloadButton("Download all", value=None, elem_id="download")
             results = gr.State([])
-            button.click(generate, [prompt, files, seed, steps, height, width, guidance, num_images, road, results], [gallery, results])
+            button.click(generate, [prompt, files, seed, steps, height, width, guidance, num_images, road, control, lora, results],
+                         [gallery, results, download])
         with gr.Tab("Conversation"):
             chatbot = gr.Chatbot(label="Each turn edits the last picture and reads the earlier turns", elem_id="chat", height=480)
             with gr.Row():

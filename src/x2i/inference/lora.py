@@ -46,4 +46,9 @@ def load_lora(flux: FluxPipeline, path: str | Path, scale: float = 1.0) -> None:
     if ADAPTER in getattr(transformer, "peft_config", {}):
         flux.delete_adapters(ADAPTER)
     flux.load_lora_weights(state, adapter_name=ADAPTER)
+    set_lora_scale(flux, scale)
+
+
+def set_lora_scale(flux: FluxPipeline, scale: float) -> None:
+    """The strength of the loaded LoRA (0: off)."""
     flux.set_adapters([ADAPTER], adapter_weights=[scale])

@@ -91,6 +91,7 @@ class X2IPipeline:
         self.max_steps, self.max_images = max_steps or MAX_STEPS, max_images or MAX_IMAGES
         self.lightcontrol: LightControl | None = None
         self.offload: tuple[str, torch.device] | None = None  # ("model" | "sequential", the device parts run on)
+        self.trim_padding = False
         self.sources: dict = {}  # where from_pretrained found the MLLM, FLUX and LoRA, for save_pretrained
         self._check_fit()
 
@@ -301,7 +302,11 @@ class X2IPipeline:
         with self._running(self.encoder.model):
             states = self.encoder.encode(read, pad_to=self.pad_to, answers=answers if any(answers) else None)
         with self._running(self.alignnet):
-            return condition(self.alignnet, states)
+            conditioning = condition(self.alignnet, states)
+        if self.trim_padding:  # FLUX reads as many tokens as the longest request has (left padding: the last ones)
+            keep = int(states.attention_mask.sum(1).max())
+            conditioning = FluxConditioning(conditioning.prompt_embeds[:, -keep:], conditioning.pooled_prompt_embeds)
+        return conditioning
 
     @torch.no_grad()
     def __call__(

@@ -61,7 +61,9 @@ class Session:
         clips for readers that take them); keyword arguments override the session's for this turn."""
         request = self.request(text, media)
         reading = self.pipe.plan([request], self.condition_on)[0]
-        made = self.pipe(request, readings=[reading], **{**self.generation, **generation})
+        # A LightControl branch keeps an input picture; a first turn of text alone has none to keep.
+        unkept = {"lightcontrol_scale": 0.0} if self.pipe.lightcontrol is not None and not request.images else {}
+        made = self.pipe(request, readings=[reading], **{**self.generation, **generation, **unkept})
         answer = reading.answer
         if answer is None:  # the prompt road wrote no answer
             answer = self.pipe.answer([request], self.answer_tokens)[0] if self.answer_tokens else ""

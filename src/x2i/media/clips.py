@@ -2,7 +2,8 @@
 
 A clip is opened and checked when the request is made (so a bad file fails before any model
 loads), and decoded later at the rate the reader asks for: audio at its feature extractor's
-sampling rate, video frames at a stated fps with a bounded count.
+sampling rate, video frames at a stated fps with a bounded count. PyAV is imported where a clip is
+opened or decoded, so that a request without clips never pays for it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import numpy as np
 
 from x2i.errors import X2IError
@@ -30,6 +30,8 @@ def _open(path: Path, kind: str, suffixes: tuple[str, ...]):
         raise X2IError(f"{kind} file not found: {path}")
     if path.suffix.lower() not in suffixes:
         raise X2IError(f"{path}: unsupported {kind} format {path.suffix or '(none)'}; use one of {', '.join(suffixes)}")
+    import av
+
     try:
         return av.open(str(path))
     except av.error.FFmpegError as e:
@@ -37,6 +39,8 @@ def _open(path: Path, kind: str, suffixes: tuple[str, ...]):
 
 
 def _duration(container, stream) -> float | None:
+    import av
+
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
@@ -85,6 +89,8 @@ class Audio:
         """Mono float32 samples at `sampling_rate`, resampled by FFmpeg (libswresample)."""
         if self.samples is not None and self.sampling_rate == sampling_rate:
             return self.samples
+        import av
+
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate)
         chunks = []
         if self.samples is not None:
@@ -138,6 +144,8 @@ class Video:
     def frames(self, fps: float = VIDEO_FPS, max_frames: int = MAX_VIDEO_FRAMES) -> list[np.ndarray]:
         """RGB frames (uint8 [H, W, 3]) sampled at `fps`: for each time k / fps, the last frame shown by
         then. At most `max_frames`: a longer clip is cut, with a warning that says where."""
+        import av
+
         wanted = max(1, math.floor(self.duration * fps + 1e-6))
         if wanted > max_frames:
             warnings.warn(
