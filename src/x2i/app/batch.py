@@ -186,9 +186,8 @@ def run_requests(args, load_pipeline) -> None:
     from tqdm.auto import tqdm
 
     from x2i.inference.loaders import default_size, device_and_dtype, load_flux
-    from x2i.inference.request import Request
     from x2i.inference.work_bounds import MAX_IMAGES, MAX_STEPS
-    from x2i.media import check_image_path, make_grid, open_input, save_image
+    from x2i.media import check_image_path
 
     if args.prompt or args.media:
         raise X2IError("--requests holds the prompts and inputs: leave out --prompt, --image, --audio and --video")
@@ -228,39 +227,20 @@ def run_requests(args, load_pipeline) -> None:
     bar = tqdm(total=len(mine), desc="requests", unit="request", disable=not state.is_main_process)
     with open(out / f"index.part-{state.process_index}.jsonl", "a", encoding="utf-8") as manifest:
         for batch in batches(mine, args.batch_size or 8):
-            s, n = batch[0].settings, batch[0].settings["num_images"]
-            generators = [torch.Generator(device).manual_seed((r.settings["seed"] + k) % 2**64) for r in batch for k in range(n)]
             start = time.time()
             try:
-                if args.teacher:
-                    images = flux(prompt=[r.prompt for r in batch], num_images_per_prompt=n, height=s["height"], width=s["width"],
-                                  num_inference_steps=s["steps"], guidance_scale=s["guidance"], generator=generators,
-                                  max_sequence_length=min(512, flux.tokenizer_2.model_max_length)).images
-                else:
-                    inputs = [Request(r.prompt, [open_input(p, kind) for kind, p in r.media]) for r in batch]
-                    images = pipe(inputs, height=s["height"], width=s["width"], num_inference_steps=s["steps"], guidance_scale=s["guidance"],
-                                  num_images_per_prompt=n, generator=generators, condition_on=s["condition_on"], show_progress=False,
-                                  batch_size=args.batch_size, lightcontrol_scale=args.lightcontrol_scale)
+                images = make_images(batch, flux if args.teacher else pipe, args, device)
             except X2IError as e:  # e.g. an input that cannot be decoded: the other requests go on
                 failed += [r.line for r in batch]
                 tqdm.write(f"x2i: lines {', '.join(str(r.line) for r in batch)} failed: {e}")
-                bar.update(len(batch))
-                continue
-            seconds = (time.time() - start) / len(batch)
-            for i, r in enumerate(batch):
-                paths = image_paths(r, args.layout)
-                made = images[i * n : (i + 1) * n]
-                for p, image in zip(paths, made):
-                    (out / p).parent.mkdir(parents=True, exist_ok=True)
-                    save_image(image, out / p)
-                if args.layout == "geneval":
-                    write_text(out / paths[0].split("/")[0] / "metadata.jsonl", json.dumps(r.record))
-                    if n > 1:
-                        save_image(make_grid(made), out / paths[0].split("/")[0] / "grid.png")
-                entry = {"line": r.line, "request": r.record, "images": paths, "seconds": round(seconds, 3), "process": state.process_index}
-                manifest.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                manifest.flush()
-                os.fsync(manifest.fileno())
+            else:
+                n, seconds = batch[0].settings["num_images"], (time.time() - start) / len(batch)
+                for i, r in enumerate(batch):
+                    paths = write_images(out, args.layout, r, images[i * n : (i + 1) * n])
+                    entry = {"line": r.line, "request": r.record, "images": paths, "seconds": round(seconds, 3), "process": state.process_index}
+                    manifest.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                    manifest.flush()
+                    os.fsync(manifest.fileno())  # the line is on disk before the next batch starts
             bar.update(len(batch))
     bar.close()
     state.wait_for_everyone()
@@ -269,6 +249,40 @@ def run_requests(args, load_pipeline) -> None:
         print(f"{total} of {len(requests)} requests done in {out / 'index.jsonl'} ({len(done)} were done before)")
     if failed:
         raise X2IError(f"{len(failed)} requests failed (lines {', '.join(map(str, failed[:10]))}): see above; run again to retry them")
+
+
+def make_images(batch: list[LineRequest], model, args, device: torch.device) -> list:
+    """One call for the batch (equal settings): X2I, or the teacher FLUX with its T5/CLIP; every
+    image with its own generator (seed + k) on `device`, the same noise for both."""
+    from x2i.inference.pipeline import X2IPipeline
+    from x2i.inference.request import Request
+    from x2i.media import open_input
+
+    s, n = batch[0].settings, batch[0].settings["num_images"]
+    generators = [torch.Generator(device).manual_seed((r.settings["seed"] + k) % 2**64) for r in batch for k in range(n)]
+    common = {"height": s["height"], "width": s["width"], "num_inference_steps": s["steps"], "guidance_scale": s["guidance"],
+              "num_images_per_prompt": n, "generator": generators}
+    if isinstance(model, X2IPipeline):
+        inputs = [Request(r.prompt, [open_input(p, kind) for kind, p in r.media]) for r in batch]
+        return model(inputs, condition_on=s["condition_on"], show_progress=False, batch_size=args.batch_size,
+                     lightcontrol_scale=args.lightcontrol_scale, **common)
+    return model(prompt=[r.prompt for r in batch], max_sequence_length=min(512, model.tokenizer_2.model_max_length), **common).images
+
+
+def write_images(out: Path, layout: str, request: LineRequest, images: list) -> list[str]:
+    """A request's images under their names (and GenEval's metadata and grid); the paths, relative to `out`."""
+    from x2i.media import make_grid, save_image
+
+    paths = image_paths(request, layout)
+    for path, image in zip(paths, images):
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        save_image(image, out / path)
+    if layout == "geneval":
+        folder = out / paths[0].split("/")[0]
+        write_text(folder / "metadata.jsonl", json.dumps(request.record))
+        if len(images) > 1:
+            save_image(make_grid(images), folder / "grid.png")
+    return paths
 
 
 def _check_against_models(requests: list[LineRequest], flux, pipe) -> None:
