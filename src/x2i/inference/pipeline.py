@@ -23,6 +23,7 @@ from diffusers import FluxPipeline
 from PIL import Image
 
 from x2i.errors import X2IError
+from x2i.inference import memory
 from x2i.inference.alignnet import AlignNet
 from x2i.inference.conditioning import FluxConditioning, condition
 from x2i.inference.encoders import MLLMEncoder
@@ -165,14 +166,7 @@ class X2IPipeline:
     def load_lightcontrol(self, path: str | Path) -> None:
         """Attach a LightControl branch made for this FLUX (a directory from `x2i lightcontrol train`),
         placed as the pipeline's memory mode places its parts."""
-        branch = load_lightcontrol(path, self.flux, self.alignnet.dtype)
-        if self.offload is None:
-            branch.to(self.execution_device)
-        elif self.offload[0] == "sequential":  # FLUX's weights sit on the meta device: stream the branch's too
-            from accelerate import cpu_offload
-
-            cpu_offload(branch, execution_device=self.offload[1])
-        self.lightcontrol = branch  # with model offload it waits in CPU memory, like every part
+        self.lightcontrol = memory.place(self, load_lightcontrol(path, self.flux, self.alignnet.dtype))
 
     def load_lora(self, path: str | Path, scale: float = 1.0) -> None:
         """Load a diffusers-format LoRA made for this FLUX (from `x2i lora train`, or any trainer)."""
@@ -185,28 +179,12 @@ class X2IPipeline:
         return save_pipeline(self, directory, copy=copy, scores=scores)
 
     def enable_model_cpu_offload(self, device: str | torch.device = "cuda") -> None:
-        """Keep every part in CPU memory and move each to `device` only while it runs: the MLLM,
-        then AlignNet, then FLUX's transformer (with its LightControl branch), then its VAE. Peak
-        GPU memory becomes the largest part's instead of the sum (diffusers' offload for FLUX's parts)."""
-        device = torch.device(device)
-        for part in (self.encoder.model, self.alignnet, self.lightcontrol):
-            if part is not None:
-                part.to("cpu")
-        self.flux.enable_model_cpu_offload(device=device)
-        self.offload = ("model", device)
+        """Every part in CPU memory, each moved to `device` only while it runs (x2i.inference.memory)."""
+        memory.model_offload(self, torch.device(device))
 
     def enable_sequential_cpu_offload(self, device: str | torch.device = "cuda") -> None:
-        """Stream every layer's weights to `device` when the layer runs (accelerate's hooks): the least
-        GPU memory, the slowest."""
-        from accelerate import cpu_offload
-
-        device = torch.device(device)
-        for part in (self.encoder.model, self.alignnet, self.lightcontrol):
-            if part is not None:
-                cpu_offload(part, execution_device=device)
-        self.encoder.execution_device = device
-        self.flux.enable_sequential_cpu_offload(device=device)
-        self.offload = ("sequential", device)
+        """Every layer's weights streamed to `device` when the layer runs: the least memory, the slowest."""
+        memory.sequential_offload(self, torch.device(device))
 
     def compile_transformer(self, steps: int = 2) -> None:
         """torch.compile FLUX's transformer, and compile it now with one request at the default size
@@ -220,20 +198,8 @@ class X2IPipeline:
             self.flux.transformer = eager
             warnings.warn(f"torch.compile failed ({type(e).__name__}); running uncompiled", stacklevel=2)
 
-    @contextlib.contextmanager
     def _running(self, *parts):
-        """With model offload, `parts` sit on the GPU for the duration only."""
-        parts = [p for p in parts if p is not None]
-        if self.offload is None or self.offload[0] != "model":
-            yield
-            return
-        for part in parts:
-            part.to(self.offload[1])
-        try:
-            yield
-        finally:
-            for part in parts:
-                part.to("cpu")
+        return memory.running(self, *parts)
 
     @property
     def execution_device(self) -> torch.device:
