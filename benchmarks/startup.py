@@ -53,7 +53,7 @@ def warm_serve(requests: int = 10, *flags: str) -> float:
         times = []
         for i in range(requests + 1):
             start = time.perf_counter()
-            client.predict("a large red circle on the left", [], i, 28, 64, 64, 3.5, 1, "auto", 1.0, 1.0, api_name="/generate")
+            client.predict("a large red circle on the left", [], i, 28, 64, 64, 3.5, 1, "auto", 1.0, 1.0, 1.0, api_name="/generate")
             times.append(time.perf_counter() - start)
         return statistics.median(times[1:])
     finally:

@@ -28,7 +28,7 @@ def test_a_saved_pipeline_loads_back_with_every_part_and_setting(tmp_path):
     saved = pipe.save_pretrained(tmp_path / "saved")
     parts = json.loads((saved / "x2i_pipeline.json").read_text())
     assert parts == {"mllm": "mini", "flux": "mini", "alignnet": "alignnet", "lightcontrol": "lightcontrol", "lora": "lora",
-                     "lora_scale": 0.5, "condition_on": "prompt", "pad_to": 96}
+                     "lora_scale": 0.5, "condition_on": "prompt", "pad_to": 96, "flux_loras": []}
     assert sorted(p.name for p in saved.iterdir()) == ["README.md", "alignnet", "lightcontrol", "lora", "x2i_pipeline.json"]
     again = X2IPipeline.from_pretrained(saved)
     assert (again.condition_on, again.pad_to, again.lightcontrol is not None) == ("prompt", 96, True)
@@ -90,3 +90,14 @@ def test_the_distillation_card_travels_with_the_alignnet(tmp_path, monkeypatch):
     report = {"teacher": None, "student": {"n": 4, "overall": 0.75, "by_task": {"text2image": 0.75}, "by_lang": {"en": 0.75}}}
     pipeline_card = ModelCard.load(pipe.save_pretrained(tmp_path / "saved", scores=report) / "README.md")
     assert "x2i distill --out" in pipeline_card.text and "| student | 4 | 0.750 | text2image 0.750 | en 0.750 |" in pipeline_card.text
+
+
+def test_community_flux_loras_are_saved_with_their_strengths(tmp_path):
+    from test_flux_lora import lora_file
+
+    path, _ = lora_file(tmp_path, "kohya")
+    pipe = X2IPipeline.from_pretrained("mini", "mini", "mini", flux_loras=[(path, 0.5)])
+    saved = pipe.save_pretrained(tmp_path / "saved")
+    assert json.loads((saved / "x2i_pipeline.json").read_text())["flux_loras"] == [["flux-lora-0", 0.5]]
+    request = Request("a red circle on the left")
+    assert np.array_equal(pictures(X2IPipeline.from_pretrained(saved), request), pictures(pipe, request))

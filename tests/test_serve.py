@@ -73,12 +73,12 @@ def test_the_app_generates_from_a_sound_with_a_reader_that_hears(tiny_readers, t
     app = build_app(pipe, default_steps=2)
     generate = next(f.fn for f in app.fns.values() if f.fn.__name__ == "generate")
     tone = write_sound(tmp_path / "tone.wav")
-    gallery, results, _ = generate("draw what you hear", [str(tone)], 0, 2, 32, 32, 3.5, 1, "auto", 1.0, 1.0, [])
+    gallery, results, _ = generate("draw what you hear", [str(tone)], 0, 2, 32, 32, 3.5, 1, "auto", 1.0, 1.0, 1.0, [])
     assert gallery == results and len(results) == 1
     path, caption = results[0]
     # auto: an AlignNet that names no roads (as the tiny one, and the official ones) reads the prompt
     assert caption.startswith("draw what you hear | inputs: tone.wav | read: prompt | seed 0, 2 steps, 32x32")
-    _, results, _ = generate("draw what you hear", [str(tone)], 0, 2, 32, 32, 3.5, 1, "answer", 1.0, 1.0, results)
+    _, results, _ = generate("draw what you hear", [str(tone)], 0, 2, 32, 32, 3.5, 1, "answer", 1.0, 1.0, 1.0, results)
     assert len(results) == 2 and " | read: the answer: " in results[0][1]
     from PIL import Image
 
@@ -86,8 +86,8 @@ def test_the_app_generates_from_a_sound_with_a_reader_that_hears(tiny_readers, t
 
 
 def test_the_app_offers_the_branch_and_the_lora_when_loaded_and_zips_the_gallery(tmp_path):
-    """With the shipped LightControl and LoRA: their strength sliders show, the LoRA's is applied to
-    FLUX's adapters, a text-only request runs with the branch off (it keeps an input picture, and there
+    """With the shipped LightControl and LoRA and a FLUX LoRA: their strength sliders show, the LoRAs'
+    are applied to FLUX's adapters, a text-only request runs with the branch off (it keeps an input picture, and there
     is none), and "Download all" is a zip of every picture with its caption."""
     import zipfile
 
@@ -95,18 +95,20 @@ def test_the_app_offers_the_branch_and_the_lora_when_loaded_and_zips_the_gallery
 
     from x2i.inference.pipeline import X2IPipeline
 
-    pipe = X2IPipeline.from_pretrained("mini", "mini", "mini", lightcontrol="mini", lora="mini")
+    from test_flux_lora import lora_file
+
+    pipe = X2IPipeline.from_pretrained("mini", "mini", "mini", lightcontrol="mini", lora="mini", flux_loras=[(lora_file(tmp_path, "kohya")[0], 1.0)])
     app = build_app(pipe, default_steps=2)
-    sliders = {b.elem_id: b for b in app.blocks.values() if getattr(b, "elem_id", None) in ("lightcontrol-scale", "lora-scale")}
-    assert sliders["lightcontrol-scale"].visible and sliders["lora-scale"].visible
+    sliders = {b.elem_id: b for b in app.blocks.values() if getattr(b, "elem_id", None) in ("lightcontrol-scale", "lora-scale", "flux-lora-scale")}
+    assert sliders["lightcontrol-scale"].visible and sliders["lora-scale"].visible and sliders["flux-lora-scale"].visible
     generate = next(f.fn for f in app.fns.values() if f.fn.__name__ == "generate")
-    _, results, _ = generate("a red circle on the left", [], 0, 2, 64, 64, 3.5, 1, "auto", 1.0, 0.25, [])
-    layer = pipe.flux.transformer.transformer_blocks[0].attn.to_q
-    quarter = layer.scaling["x2i"]
+    _, results, _ = generate("a red circle on the left", [], 0, 2, 64, 64, 3.5, 1, "auto", 1.0, 0.25, 0.5, [])
+    layer = pipe.flux.transformer.transformer_blocks[0].attn.to_out[0]
+    quarter, half = layer.scaling["x2i"], layer.scaling["flux-lora-0"]
     source = tmp_path / "source.png"
     Image.new("RGB", (64, 64), "white").save(source)
-    _, results, archive = generate("make it blue", [str(source)], 0, 2, 64, 64, 3.5, 2, "auto", 0.5, 1.0, results)
-    assert layer.scaling["x2i"] == 4 * quarter and len(results) == 3
+    _, results, archive = generate("make it blue", [str(source)], 0, 2, 64, 64, 3.5, 2, "auto", 0.5, 1.0, 1.0, results)
+    assert layer.scaling["x2i"] == 4 * quarter and layer.scaling["flux-lora-0"] == 2 * half and len(results) == 3
     with zipfile.ZipFile(archive) as z:
         assert sorted(z.namelist()) == ["000.png", "001.png", "002.png", "captions.txt"]
         captions = z.read("captions.txt").decode()

@@ -69,3 +69,24 @@ def add_condition_on_option(parser: argparse.ArgumentParser) -> None:
                         "(prompt+answer); auto: per kind of request, the road this AlignNet was measured best on (its config's "
                         "roads; the shipped mini AlignNet: English text by its prompt, other languages and media by the answer), "
                         "the prompt road for AlignNets that do not say (the official ones)")
+
+
+def add_flux_lora_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--flux-lora", action="append", default=[], metavar="PATH", help="a community FLUX LoRA (a style, a character: "
+                        "diffusers, kohya or xlabs format, a file, a folder or a hub id) made for this FLUX, beside any edit --lora (repeatable)")
+    parser.add_argument("--flux-lora-scale", action="append", type=float, default=[], metavar="S", help="its strength: one for all, or "
+                        "one per --flux-lora in order (default 1)")
+
+
+def flux_lora_pairs(args) -> list[tuple[str, float]]:
+    """[(path, scale), ...] from --flux-lora and --flux-lora-scale."""
+    import math
+
+    from x2i.errors import X2IError
+
+    paths, scales = getattr(args, "flux_lora", []), getattr(args, "flux_lora_scale", [])
+    if len(scales) > 1 and len(scales) != len(paths):
+        raise X2IError(f"{len(scales)} --flux-lora-scale for {len(paths)} --flux-lora: give one for all, or one for each")
+    if not all(math.isfinite(s) for s in scales):
+        raise X2IError("--flux-lora-scale must be a finite number")
+    return [(path, scales[k] if len(scales) > 1 else scales[0] if scales else 1.0) for k, path in enumerate(paths)]

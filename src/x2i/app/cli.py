@@ -31,6 +31,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         add_condition_on_option,
         add_device_options,
         add_edit_options,
+        add_flux_lora_options,
         add_generation_options,
         add_limit_options,
         add_memory_options,
@@ -88,6 +89,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     gen.add_argument("--pad-to", type=int, default=None, metavar="N", help="left-pad the prompt to N tokens (0: no padding); default: as the AlignNet was trained (512 for the official checkpoints)")
     add_condition_on_option(gen)
     add_edit_options(gen)
+    add_flux_lora_options(gen)
     gen.set_defaults(run=run_generate)
 
     ev = commands.add_parser(
@@ -109,6 +111,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, default=20, help="denoising steps")
     add_condition_on_option(ev)
     add_edit_options(ev)
+    add_flux_lora_options(ev)
     ev.add_argument("--device", default="auto", help="cpu, cuda, ... (auto: cuda when available); the noise is the same on every device")
     ev.set_defaults(run=run_eval)
 
@@ -168,6 +171,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                      "size compiles again): faster requests for a long-running server")
     add_condition_on_option(srv)
     add_edit_options(srv)
+    add_flux_lora_options(srv)
     add_device_options(srv)
     srv.set_defaults(run=run_serve)
 

@@ -42,6 +42,8 @@ def use_pipeline_folder(args) -> None:
     args.lightcontrol = getattr(args, "lightcontrol", None) or saved["lightcontrol"]
     if getattr(args, "lora", None) is None:
         args.lora, args.lora_scale = saved["lora"], saved["lora_scale"]
+    if not getattr(args, "flux_lora", None):
+        args.flux_lora, args.flux_lora_scale = [p for p, _ in saved["flux_loras"]], [s for _, s in saved["flux_loras"]]
     args.condition_on = saved["condition_on"] if args.condition_on == "auto" else args.condition_on
     args.pad_to = saved["pad_to"] if getattr(args, "pad_to", None) is None else args.pad_to
 
@@ -54,8 +56,10 @@ def load_pipeline(args, device=None, **kwargs):
 
     named, dtype = device_and_dtype(args.device, args.dtype)
     device = device or named
+    from x2i.app.arguments import flux_lora_pairs
+
     parts = {"pad_to": getattr(args, "pad_to", None), "lightcontrol": getattr(args, "lightcontrol", None), "lora": getattr(args, "lora", None),
-             "lora_scale": getattr(args, "lora_scale", 1.0), **kwargs}
+             "lora_scale": getattr(args, "lora_scale", 1.0), "flux_loras": flux_lora_pairs(args), **kwargs}
     return X2IPipeline.from_pretrained(args.mllm, args.flux, args.alignnet, device=device, dtype=dtype, quantize=args.quantize,
                                        offload=args.offload, max_text_tokens=args.max_text_tokens, max_image_tokens=args.max_image_tokens,
                                        max_steps=args.max_steps, max_images=args.max_images, condition_on=args.condition_on, **parts)
@@ -135,6 +139,7 @@ def run_chat(args) -> None:
 
 
 def run_eval(args) -> None:
+    from x2i.app.arguments import flux_lora_pairs
     from x2i.inference.loaders import device_and_dtype
     from x2i.media import check_image_path
     from x2i.mini.eval import evaluate, load_cases, save_results
@@ -148,7 +153,7 @@ def run_eval(args) -> None:
     device, _ = device_and_dtype(args.device, "float32")
     report, results = evaluate(cases, args.models, flux=args.teacher, mllm=args.mllm, alignnet=args.alignnet, lightcontrol=args.lightcontrol,
                                lora=args.lora, lora_scale=args.lora_scale, lightcontrol_scale=args.lightcontrol_scale,
-                               condition_on=args.condition_on, seed=args.seed, steps=args.steps, device=device)
+                               condition_on=args.condition_on, seed=args.seed, steps=args.steps, device=device, flux_loras=flux_lora_pairs(args))
     if args.save:
         save_results(results, args.save)
     if args.json:

@@ -1,8 +1,8 @@
 """`x2i serve`: a Gradio app over one X2IPipeline, loaded once per process.
 
 Two tabs: "Generate" (a prompt or a clickable example in five languages, uploads of the inputs the
-reader takes, the usual settings, the conditioning road, the LightControl and LoRA strengths when
-they are loaded, a progress bar over the denoising steps, and a gallery of every result with the
+reader takes, the usual settings, the conditioning road, the LightControl, edit LoRA and FLUX LoRA
+strengths when they are loaded, a progress bar over the denoising steps, and a gallery of every result with the
 inputs that made it, downloadable as one zip) and "Conversation" (an `x2i.Session` per browser
 session). Requests are queued and run one at a time on the one pipeline. Bad input is a message in
 the page: `X2IError`s say what is wrong, anything else is logged and reported in one line, and the
@@ -81,7 +81,7 @@ def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens:
     outputs = Path(tempfile.mkdtemp(prefix="x2i-serve-"))
     numbers = itertools.count()
 
-    def generate(prompt, files, seed, steps, height, width, guidance, num_images, road, control, lora, results,
+    def generate(prompt, files, seed, steps, height, width, guidance, num_images, road, control, lora, style, results,
                  progress=gr.Progress(track_tqdm=True)):  # noqa: B008  (Gradio's way: the bar follows diffusers' denoising bar)
         def run():
             media = open_uploads(files, max_inputs)
@@ -89,6 +89,8 @@ def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens:
             reading = pipe.plan([request], road)[0]
             if pipe.sources.get("lora"):
                 set_lora_scale(pipe.flux, float(lora))
+            for k in range(len(pipe.sources.get("flux_loras", []))):
+                set_lora_scale(pipe.flux, float(style), f"flux-lora-{k}")
             images = pipe(request, height=int(height), width=int(width), num_inference_steps=int(steps), guidance_scale=float(guidance),
                           num_images_per_prompt=int(num_images), seed=int(seed), show_progress=True, readings=[reading],
                           lightcontrol_scale=float(control) if request.images else 0.0)  # the branch keeps an input image, when there is one
@@ -162,13 +164,16 @@ def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens:
                                             visible=pipe.lightcontrol is not None, elem_id="lightcontrol-scale")
                         lora = gr.Slider(0, 2, value=pipe.sources.get("lora_scale", 1.0), step=0.05, label="LoRA strength",
                                          visible=bool(pipe.sources.get("lora")), elem_id="lora-scale")
+                        flux_loras = pipe.sources.get("flux_loras", [])
+                        style = gr.Slider(0, 2, value=flux_loras[0][1] if flux_loras else 1.0, step=0.05, label="FLUX LoRA strength",
+                                          visible=bool(flux_loras), elem_id="flux-lora-scale")
                     button = gr.Button("Generate", variant="primary", elem_id="generate")
                     gr.Examples([[text] for text in EXAMPLES], [prompt], label="Examples (click one)", elem_id="examples")
                 with gr.Column():
                     gallery = gr.Gallery(label="Results (newest first), each with the inputs that made it", columns=2, elem_id="gallery")
                     download = gr.DownloadButton("Download all", value=None, elem_id="download")
             results = gr.State([])
-            button.click(generate, [prompt, files, seed, steps, height, width, guidance, num_images, road, control, lora, results],
+            button.click(generate, [prompt, files, seed, steps, height, width, guidance, num_images, road, control, lora, style, results],
                          [gallery, results, download])
         with gr.Tab("Conversation"):
             chatbot = gr.Chatbot(label="Each turn edits the last picture and reads the earlier turns", elem_id="chat", height=480)

@@ -7,7 +7,8 @@ packing and unpacking, and the VAE decode exactly as it does for FLUX itself.
 For edits, two optional parts keep the result faithful to the source image (docs/editing.md): a
 LightControl branch (`load_lightcontrol`), whose outputs for the first image of each request enter
 every FLUX call of the loop as `controlnet_block_samples`, and LoRA adapters on FLUX's attention
-(`load_lora`, diffusers' own LoRA loading). Either, both, or neither.
+(`load_lora`, diffusers' own LoRA loading). Either, both, or neither; and any community FLUX LoRAs
+(`load_flux_lora`: a style, a character) beside them.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from x2i.inference.loaders import (
     load_lightcontrol,
     quantization_configs,
 )
-from x2i.inference.lora import load_lora
+from x2i.inference.lora import load_flux_loras, load_lora
 from x2i.inference.request import CONDITION_ON, Request, request_kind
 from x2i.inference.saved_pipeline import read_saved_pipeline, save_pipeline
 from x2i.inference.work_bounds import (
@@ -111,6 +112,7 @@ class X2IPipeline:
         lightcontrol: str | Path | None = None,
         lora: str | Path | None = None,
         lora_scale: float = 1.0,
+        flux_loras: Sequence[tuple[str | Path, float]] = (),
         max_text_tokens: int | None = None,
         max_image_tokens: int | None = None,
         max_steps: int | None = None,
@@ -131,6 +133,7 @@ class X2IPipeline:
             mllm, flux, alignnet = saved["mllm"], saved["flux"], saved["alignnet"]
             lightcontrol = lightcontrol or saved["lightcontrol"]
             lora, lora_scale = (lora, lora_scale) if lora else (saved["lora"], saved["lora_scale"])
+            flux_loras = flux_loras or saved["flux_loras"]
             condition_on = saved["condition_on"] if condition_on == "auto" else condition_on
             pad_to = saved["pad_to"] if pad_to is None else pad_to
         device = torch.device(device)
@@ -154,11 +157,12 @@ class X2IPipeline:
         branch = None if lightcontrol is None else load_lightcontrol(lightcontrol, flux_pipe, dtype).to(device)
         if lora is not None:
             load_lora(flux_pipe, lora, lora_scale)
+        load_flux_loras(flux_pipe, flux_loras)
         encoder = load_encoder(mllm, device=device, dtype=dtype, quantization=mllm_config)
         pipe = cls(encoder, alignnet_model, flux_pipe, pad_to=pad_to, max_text_tokens=max_text_tokens, max_image_tokens=max_image_tokens,
                    max_steps=max_steps, max_images=max_images, condition_on=condition_on)
         pipe.lightcontrol = branch
-        pipe.sources = {"mllm": mllm, "flux": flux, "lora": lora, "lora_scale": lora_scale}
+        pipe.sources = {"mllm": mllm, "flux": flux, "lora": lora, "lora_scale": lora_scale, "flux_loras": list(flux_loras)}
         if offload:
             getattr(pipe, f"enable_{offload}_cpu_offload")(run_on)
         return pipe
@@ -172,6 +176,12 @@ class X2IPipeline:
         """Load a diffusers-format LoRA made for this FLUX (from `x2i lora train`, or any trainer)."""
         load_lora(self.flux, path, scale)
         self.sources.update(lora=path, lora_scale=scale)
+
+    def load_flux_lora(self, path: str | Path, scale: float = 1.0) -> None:
+        """Add a community FLUX LoRA (diffusers, kohya or xlabs format) made for this FLUX, beside any other."""
+        loaded = self.sources.setdefault("flux_loras", [])
+        load_lora(self.flux, path, scale, adapter=f"flux-lora-{len(loaded)}")
+        loaded.append((path, scale))
 
     def save_pretrained(self, directory: str | Path, copy: bool = False, scores: dict | None = None) -> Path:
         """The pipeline as one folder with a model card (x2i.inference.saved_pipeline): AlignNet and any

@@ -6,7 +6,8 @@
                             padding, the LoRA's scale
     DIR/alignnet/           AlignNet, with the card of how it was made
     DIR/lightcontrol/       the LightControl branch, when one is attached
-    DIR/lora/               the LoRA, when one is loaded (a hub id stays a hub id)
+    DIR/lora/               the edit LoRA, when one is loaded (a hub id stays a hub id)
+    DIR/flux-lora-K/        each community FLUX LoRA, with its strength in the file
     DIR/README.md           the model card (x2i.inference.model_card)
 
 The folder is written under a temporary name and renamed into place.
@@ -51,6 +52,7 @@ def save_pipeline(pipe, directory: str | Path, copy: bool = False, scores: dict 
             parts["lightcontrol"] = "lightcontrol"
         if sources.get("lora"):
             parts["lora"] = _copy_lora(sources["lora"], tmp / "lora")
+        parts["flux_loras"] = [[_copy_lora(path, tmp / f"flux-lora-{k}"), scale] for k, (path, scale) in enumerate(sources.get("flux_loras", []))]
         write_text(tmp / FILE, json.dumps(parts, indent=1) + "\n")
         pipeline_card(parts, pipe.alignnet.card, scores).save(tmp / "README.md")
     return directory
@@ -66,6 +68,7 @@ def read_saved_pipeline(directory: str | Path) -> dict:
         for key in ("mllm", "flux", "alignnet", "lightcontrol", "lora"):
             if parts[key] is not None and (directory / parts[key]).exists():
                 parts[key] = str(directory / parts[key])
+        parts["flux_loras"] = [(str(directory / p) if (directory / p).exists() else p, float(scale)) for p, scale in parts.get("flux_loras", [])]
         parts["lora_scale"], parts["condition_on"], parts["pad_to"] = float(parts["lora_scale"]), str(parts["condition_on"]), int(parts["pad_to"])
     except (ValueError, KeyError, TypeError) as e:
         raise X2IError(f"{directory / FILE} is not a readable pipeline file ({e!r}); save the pipeline again") from e
@@ -91,6 +94,8 @@ def _copy_lora(location, folder: Path) -> str:
     found = locate(location, "lora")
     if isinstance(found, str):
         return found  # a hub id: named, not copied
+    if found.is_dir():  # diffusers' name, or the one weights file of a folder (as diffusers guesses it)
+        found = found / LORA_FILE if (found / LORA_FILE).is_file() else min(found.glob("*.safetensors"))
     folder.mkdir()
-    shutil.copyfile(found / LORA_FILE if found.is_dir() else found, folder / LORA_FILE)
-    return "lora"
+    shutil.copyfile(found, folder / LORA_FILE)
+    return folder.name

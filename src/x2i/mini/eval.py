@@ -169,18 +169,24 @@ def summarize(results: list[dict]) -> dict:
 
 def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: str = "mini", alignnet: str = "mini",
              lightcontrol: str | None = None, lora: str | None = None, lora_scale: float = 1.0, lightcontrol_scale: float = 1.0,
-             condition_on: str | None = None, seed: int = 0, steps: int = 20, device: str = "cpu") -> tuple[dict, list[dict]]:
+             condition_on: str | None = None, seed: int = 0, steps: int = 20, device: str = "cpu",
+             flux_loras: list[tuple[str, float]] = ()) -> tuple[dict, list[dict]]:
     """`x2i eval`: the report ({"teacher": summary, "student": summary, "n": cases}; a model not
-    scored is None) and every judged result. The student denoises with the teacher's FLUX."""
+    scored is None) and every judged result. The student denoises with the teacher's FLUX, and
+    community FLUX LoRAs (`flux_loras`) adapt both alike."""
     from x2i.inference.loaders import load_flux
+    from x2i.inference.lora import load_flux_loras
     from x2i.inference.pipeline import X2IPipeline
 
     report, results = {"teacher": None, "student": None, "n": len(cases)}, []
     if models in ("both", "teacher"):
-        results += run_teacher(load_flux(flux, text_encoders=True).to(device), cases, seed=seed, steps=steps)
+        teacher = load_flux(flux, text_encoders=True).to(device)
+        load_flux_loras(teacher, flux_loras)
+        results += run_teacher(teacher, cases, seed=seed, steps=steps)
         report["teacher"] = summarize(results)
     if models in ("both", "student"):
-        student = X2IPipeline.from_pretrained(mllm, flux, alignnet, device=device, lightcontrol=lightcontrol, lora=lora, lora_scale=lora_scale)
+        student = X2IPipeline.from_pretrained(mllm, flux, alignnet, device=device, lightcontrol=lightcontrol, lora=lora, lora_scale=lora_scale,
+                                              flux_loras=flux_loras)
         student_results = run_student(student, cases, seed=seed, steps=steps, condition_on=condition_on, lightcontrol_scale=lightcontrol_scale)
         report["student"] = summarize(student_results)
         results += student_results
