@@ -92,10 +92,9 @@ def test_the_app_offers_the_branch_and_the_lora_when_loaded_and_zips_the_gallery
     import zipfile
 
     from PIL import Image
+    from test_flux_lora import lora_file
 
     from x2i.inference.pipeline import X2IPipeline
-
-    from test_flux_lora import lora_file
 
     pipe = X2IPipeline.from_pretrained("mini", "mini", "mini", lightcontrol="mini", lora="mini", flux_loras=[(lora_file(tmp_path, "kohya")[0], 1.0)])
     app = build_app(pipe, default_steps=2)
