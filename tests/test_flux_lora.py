@@ -95,3 +95,28 @@ def test_the_command_line_takes_flux_loras_on_x2i_and_on_the_teacher(tmp_path, c
     assert main(["mini", "make-cases", "--out", str(cases), "--n", "1", "--tasks", "text2image", "--langs", "en"]) == 0
     assert main(["eval", str(cases), "--steps", "1", "--flux-lora", str(path)]) == 0
     assert loaded == [[(str(path), 1.0)], [(str(path), 1.0)]]  # the teacher's FLUX, then the student's
+
+
+def test_a_schnell_shaped_flux_runs_with_an_official_shaped_alignnet_and_a_community_lora(tiny_models, tmp_path):
+    """FLUX.1-schnell's shape (no guidance embedding, a fixed timestep shift), read through an
+    AlignNet padded as the official ones (512 tokens), 4 steps; guidance changes nothing there, and a
+    community LoRA loads onto it as onto dev."""
+    import numpy as np
+
+    from x2i.inference.alignnet import AlignNet
+    from x2i.inference.request import Request
+    from x2i.tiny_models import build_tiny_flux
+
+    schnell = build_tiny_flux(tmp_path / "schnell", schnell=True)
+    AlignNet(num_hidden_states=3, hidden_size=32, joint_attention_dim=32, pooled_projection_dim=16, pad_to=512).save_pretrained(tmp_path / "a")
+    pipe = X2IPipeline.from_pretrained(tiny_models["mllm"], schnell, tmp_path / "a")
+    assert not pipe.flux.transformer.config.guidance_embeds and pipe.encode([Request("a red circle")]).prompt_embeds.shape[1] == 512
+
+    def draw(**kw):
+        return np.asarray(pipe(Request("a red circle"), height=32, width=32, num_inference_steps=4, show_progress=False, **kw)[0], dtype=int)
+
+    assert np.array_equal(draw(guidance_scale=0.0), draw(guidance_scale=3.5))
+    before = draw()
+    path, _ = lora_file(tmp_path, "xlabs", inner=32)
+    pipe.load_flux_lora(path, scale=30.0)
+    assert np.abs(draw() - before).mean() > 0

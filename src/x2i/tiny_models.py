@@ -144,16 +144,17 @@ def build_tiny_qwen2_5_omni(path: str | Path, seed: int = 0, num_layers: int = 2
     return Path(path)
 
 
-def build_tiny_flux(path: str | Path, seed: int = 0, joint_attention_dim: int = 32, pooled_projection_dim: int = 16) -> Path:
-    """Save a tiny random FLUX pipeline (transformer, VAE, scheduler; no T5/CLIP) to `path`."""
+def build_tiny_flux(path: str | Path, seed: int = 0, joint_attention_dim: int = 32, pooled_projection_dim: int = 16, schnell: bool = False) -> Path:
+    """Save a tiny random FLUX pipeline (transformer, VAE, scheduler; no T5/CLIP) to `path`, shaped as
+    FLUX.1-dev (a guidance embedding; timesteps shifted by resolution) or, with `schnell`, as
+    FLUX.1-schnell (no guidance embedding; a fixed shift of 1)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
     torch.manual_seed(seed)
-    transformer = build_flux_transformer(4, 1, 1, 2, 16, joint_attention_dim, pooled_projection_dim, guidance_embeds=True, axes_dims_rope=(4, 4, 8))
+    transformer = build_flux_transformer(4, 1, 1, 2, 16, joint_attention_dim, pooled_projection_dim, guidance_embeds=not schnell, axes_dims_rope=(4, 4, 8))
     vae = build_flux_vae((8, 16), 4, 4, 32, shift_factor=0.0609, scaling_factor=1.5035)
-    # FLUX.1-dev's scheduler settings: resolution-dependent shift of the timesteps.
     scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+        shift=1.0 if schnell else 3.0, use_dynamic_shifting=not schnell, base_shift=0.5, max_shift=1.15,
         base_image_seq_len=256, max_image_seq_len=4096,
     )
     pipe = FluxPipeline(
