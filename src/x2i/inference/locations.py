@@ -5,7 +5,7 @@ The shipped models are named here and nowhere else: `--mllm mini`, `--lightcontr
 so the core never imports the mini world's code to find them.
 
     mini    the mini world's MLLM, FLUX (the teacher, with its T5/CLIP), AlignNet, LightControl and
-            LoRA (docs/mini-world.md); the commands' default when no model is named
+            edit LoRA (docs/mini-world.md); the commands' default when no model is named
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def locate(location: str | Path, part: str) -> Path | str:
         return Path(location)
     if HUB_ID.match(str(location)) and not str(location).startswith("."):
         return hub_or_cache(str(location), part)
-    raise X2IError(f"{name} {location} does not exist (give a local directory, a hub id like org/name, or {' / '.join(SHIPPED)})")
+    shipped = " / ".join(k for k, parts in SHIPPED.items() if part in parts)
+    raise X2IError(f"{name} {location} does not exist (give a local directory, a hub id like org/name, or {shipped})")
 
 
 def hub_or_cache(repo_id: str, part: str) -> Path | str:
