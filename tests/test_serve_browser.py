@@ -1,7 +1,8 @@
 """`x2i serve` in a real browser (headless Chromium through Selenium), with the shipped LightControl
-and LoRA loaded: a prompt makes a picture, an example in another language is one click, the
-denoising shows a progress bar, "Download all" gives every picture, the branch and LoRA strengths
-are offered, a bad upload shows its error in the page, a conversation takes a second turn. Needs Debian's
+and LoRA and a community FLUX LoRA loaded: a prompt makes a picture, an example in another language
+is one click, the denoising shows a progress bar, "Download all" gives every picture, the strengths
+of what is loaded are offered, the road is chosen in the page, a bad upload shows its error in the
+page, a conversation takes a second turn. Needs Debian's
 `chromium` and `chromium-driver` (installed by .ci/run). With X2I_SCREENSHOT=PATH, the page is
 saved there (the README's screenshot is made so)."""
 
@@ -24,13 +25,17 @@ WAIT = 120  # seconds for a page element on a slow CI machine
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    from test_flux_lora import lora_file
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w")
+    folder = tmp_path_factory.mktemp("serve")
+    log = open(folder / "serve.log", "w")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    process = subprocess.Popen([sys.executable, "-m", "x2i", "serve", "--port", str(port), "--steps", "8", "--lightcontrol", "mini", "--lora", "mini"],
-                               stdout=log, stderr=subprocess.STDOUT, env=env)
+    style, _ = lora_file(folder, "kohya")  # a community FLUX LoRA, kohya's format
+    process = subprocess.Popen([sys.executable, "-m", "x2i", "serve", "--port", str(port), "--steps", "8", "--lightcontrol", "mini", "--lora", "mini",
+                                "--flux-lora", str(style)], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + WAIT
     while True:
@@ -128,7 +133,7 @@ def test_download_all_and_the_strengths_of_what_is_loaded(server, browser, downl
     browser.get(server)
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt textarea"), "the prompt box")
     page = browser.find_element(By.TAG_NAME, "body").text
-    assert "LightControl strength" in page and "LoRA strength" in page
+    assert "LightControl strength" in page and "LoRA strength" in page and "FLUX LoRA strength" in page
     for text in ("a small green triangle at the bottom", "a large blue square on the right"):
         box = browser.find_element(By.CSS_SELECTOR, "#prompt textarea")
         box.clear()
@@ -143,6 +148,24 @@ def test_download_all_and_the_strengths_of_what_is_loaded(server, browser, downl
     captions = archive.read("captions.txt").decode()
     assert "a small green triangle at the bottom" in captions and "a large blue square on the right" in captions
     assert len([n for n in archive.namelist() if n.endswith(".png")]) >= 2
+
+
+def test_the_road_is_chosen_in_the_page(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(server)
+    road = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#road input"), "the road choice")[0]
+    road.click()
+    road.send_keys(Keys.CONTROL, "a")
+    road.send_keys("answer (the MLLM")
+    option = wait_for(browser, lambda d: [o for o in d.find_elements(By.CSS_SELECTOR, "[role=option], li") if o.text.startswith("answer")],
+                      "the answer road in the list")
+    option[0].click()
+    box = browser.find_element(By.CSS_SELECTOR, "#prompt textarea")
+    box.send_keys("a small blue circle at the top")
+    browser.find_element(By.CSS_SELECTOR, "#generate").click()
+    wait_for(browser, lambda d: "read: the answer:" in d.find_element(By.CSS_SELECTOR, "#gallery").text, "a picture drawn from the MLLM's answer")
 
 
 def test_a_bad_upload_shows_its_error_in_the_page(server, browser, tmp_path):
