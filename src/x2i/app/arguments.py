@@ -40,7 +40,8 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
 
 def add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="same seed, same image")
-    parser.add_argument("--steps", type=int, default=28, help="denoising steps (28 for dev, 4 for schnell-like models)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: 28, as FLUX.1-dev takes; a shipped FLUX "
+                        "its own, the mini 20, the steps its scores are measured at; use 4 for schnell-like models)")
     parser.add_argument("--guidance", type=float, default=3.5, help="guidance for FLUX models with a guidance embedding")
     parser.add_argument("--height", type=int, default=None, help="default: the size the FLUX VAE was made for (1024 for FLUX.1, 64 for the mini FLUX)")
     parser.add_argument("--width", type=int, default=None)

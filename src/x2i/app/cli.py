@@ -164,7 +164,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_memory_options(srv)
     srv.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens the app to the network")
     srv.add_argument("--port", type=int, default=7860)
-    srv.add_argument("--steps", type=int, default=28, help="the app's default denoising steps")
+    srv.add_argument("--steps", type=int, default=None, help="the app's default denoising steps (default: 28, as FLUX.1-dev takes; "
+                     "the mini FLUX 20, the steps its scores are measured at)")
     srv.add_argument("--max-inputs", type=int, default=4, metavar="N", help="at most N uploaded files per request")
     srv.add_argument("--max-upload-mb", type=float, default=50, metavar="MB", help="largest upload accepted")
     srv.add_argument("--compile", action="store_true", help="torch.compile FLUX's transformer at start (a minute or more; each new "

@@ -29,10 +29,18 @@ def check_numbers(args) -> None:
             raise X2IError(f"--{name.replace('_', '-')} must be at least 1")
 
 
-def use_pipeline_folder(args) -> None:
-    """--pipeline DIR: the saved pipeline's parts and settings become the options not typed."""
-    if getattr(args, "pipeline", None) is None:
-        return
+def resolve_model_options(args) -> None:
+    """The model options not typed: from --pipeline DIR (a saved pipeline's parts and settings), and
+    the steps from the FLUX (x2i.inference.locations.default_steps)."""
+    from x2i.inference.locations import default_steps
+
+    if getattr(args, "pipeline", None) is not None:
+        use_saved_pipeline(args)
+    if args.steps is None:
+        args.steps = default_steps(args.flux)
+
+
+def use_saved_pipeline(args) -> None:
     from x2i.inference.saved_pipeline import read_saved_pipeline
 
     if (args.mllm, args.flux, args.alignnet) != ("mini", "mini", "mini"):
@@ -73,7 +81,7 @@ def run_generate(args) -> None:
     from x2i.media import check_image_path, open_input, save_images
 
     check_numbers(args)
-    use_pipeline_folder(args)
+    resolve_model_options(args)
     if args.steps < 1 or args.num_images < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise X2IError("--steps, --num-images and --batch-size must be at least 1")
     if args.video_fps <= 0 or args.max_frames < 1:
@@ -103,10 +111,10 @@ def run_generate(args) -> None:
 
 
 def run_serve(args) -> None:
+    check_numbers(args)
+    resolve_model_options(args)
     if args.steps < 1 or args.max_inputs < 0 or not args.max_upload_mb > 0 or not math.isfinite(args.max_upload_mb):
         raise X2IError("--steps must be at least 1, --max-inputs at least 0 and --max-upload-mb positive")
-    check_numbers(args)
-    use_pipeline_folder(args)
     try:
         from x2i.app.serve import build_app
     except ImportError as e:
@@ -126,10 +134,10 @@ def run_chat(args) -> None:
     from x2i.inference.session import Session
     from x2i.media import check_image_path
 
+    check_numbers(args)
+    resolve_model_options(args)
     if args.steps < 1 or args.answer_tokens < 0:
         raise X2IError("--steps must be at least 1 and --answer-tokens at least 0")
-    check_numbers(args)
-    use_pipeline_folder(args)
     check_image_path(args.out / "turn-1.png")  # --out must be (or become) a writable directory
     pipe = load_pipeline(args, height=args.height, width=args.width)
     session = Session(pipe, answer_tokens=args.answer_tokens, keep_history=not args.no_history, seed=args.seed,

@@ -25,6 +25,10 @@ SHIPPED = {
     "mini": {"mllm": _WEIGHTS / "mllm", "flux": _WEIGHTS / "teacher", "alignnet": _WEIGHTS / "alignnet",
              "lightcontrol": _WEIGHTS / "lightcontrol", "lora": _WEIGHTS / "lora"},
 }
+# The denoising steps each shipped FLUX is measured at (every mini score: 20); any other FLUX gets
+# FLUX.1-dev's usual 28 unless told (schnell-like models: --steps 4).
+MEASURED_STEPS = {"mini": 20}
+DEFAULT_STEPS = 28
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -45,6 +49,11 @@ def locate(location: str | Path, part: str) -> Path | str:
         return hub_or_cache(str(location), part)
     shipped = " / ".join(k for k, parts in SHIPPED.items() if part in parts)
     raise X2IError(f"{name} {location} does not exist (give a local directory, a hub id like org/name, or {shipped})")
+
+
+def default_steps(flux: str | Path) -> int:
+    """The steps a generation takes unless told: a shipped FLUX's own, else FLUX.1-dev's 28."""
+    return MEASURED_STEPS.get(str(flux), DEFAULT_STEPS)
 
 
 def hub_or_cache(repo_id: str, part: str) -> Path | str:
