@@ -112,3 +112,17 @@ def test_the_app_offers_the_branch_and_the_lora_when_loaded_and_zips_the_gallery
         assert sorted(z.namelist()) == ["000.png", "001.png", "002.png", "captions.txt"]
         captions = z.read("captions.txt").decode()
     assert captions.startswith("000.png  a red circle on the left | inputs: none") and "make it blue | inputs: source.png" in captions
+
+
+def test_the_app_turns_gradio_analytics_off_by_itself():
+    """Without GRADIO_ANALYTICS_ENABLED in the environment Gradio would report usage home; importing
+    the app turns it off (nothing leaves the machine)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_ANALYTICS_ENABLED"}
+    check = "import {}gradio.analytics as a; print(a.analytics_enabled())"
+    plain = subprocess.run([sys.executable, "-c", check.format("")], env=env, capture_output=True, text=True, check=True)
+    ours = subprocess.run([sys.executable, "-c", check.format("x2i.app.serve, ")], env=env, capture_output=True, text=True, check=True)
+    assert plain.stdout.strip() == "True" and ours.stdout.strip() == "False"
