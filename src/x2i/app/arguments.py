@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
+
+from x2i.errors import X2IError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -81,10 +84,6 @@ def add_flux_lora_options(parser: argparse.ArgumentParser) -> None:
 
 def flux_lora_pairs(args) -> list[tuple[str, float]]:
     """[(path, scale), ...] from --flux-lora and --flux-lora-scale."""
-    import math
-
-    from x2i.errors import X2IError
-
     paths, scales = getattr(args, "flux_lora", []), getattr(args, "flux_lora_scale", [])
     if len(scales) > 1 and len(scales) != len(paths):
         raise X2IError(f"{len(scales)} --flux-lora-scale for {len(paths)} --flux-lora: give one for all, or one for each")

@@ -59,13 +59,12 @@ def use_saved_pipeline(args) -> None:
 def load_pipeline(args, device=None, **kwargs):
     """The pipeline of generate, chat and serve, from the model, memory and limit options (on
     `device` when given: a process's own GPU)."""
+    from x2i.app.arguments import flux_lora_pairs
     from x2i.inference.loaders import device_and_dtype
     from x2i.inference.pipeline import X2IPipeline
 
     named, dtype = device_and_dtype(args.device, args.dtype)
     device = device or named
-    from x2i.app.arguments import flux_lora_pairs
-
     parts = {"pad_to": getattr(args, "pad_to", None), "lightcontrol": getattr(args, "lightcontrol", None), "lora": getattr(args, "lora", None),
              "lora_scale": getattr(args, "lora_scale", 1.0), "flux_loras": flux_lora_pairs(args), **kwargs}
     return X2IPipeline.from_pretrained(args.mllm, args.flux, args.alignnet, device=device, dtype=dtype, quantize=args.quantize,
