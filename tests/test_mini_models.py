@@ -35,7 +35,8 @@ STUDENT_ZH_1OBJ = 0.85
 STUDENT_IMAGE = 0.80
 STUDENT_EDIT = 0.70  # 0.80-0.925 per language on 40 (BENCHMARKS.md)
 STUDENT_TWO_IMAGES = 0.80
-LIGHTCONTROL_EDIT = 0.60  # with the shipped branch, on edits (where copying the source would fail): 0.78 on 100
+LIGHTCONTROL_EDIT = 0.60
+FEWSTEP_EN = 0.80  # X2I on mini-fewstep at its 4 steps, English one and two objects together (BENCHMARKS.md, "One AlignNet")  # with the shipped branch, on edits (where copying the source would fail): 0.78 on 100
 
 
 def test_teacher_recipe_runs_and_saves_a_flux_pipeline(tmp_path):
@@ -200,3 +201,35 @@ def test_shipped_lightcontrol_and_lora():
         before = flux.transformer(**inputs).sample
         flux.load_lora_weights(str(locate("mini", "lora")))  # plain diffusers reads it
         assert not torch.allclose(before, flux.transformer(**inputs).sample)
+
+
+def test_fewstep_recipe_runs_and_saves_a_lora_diffusers_reads(tmp_path):
+    from x2i.mini.derivatives import FewStepConfig, train_fewstep
+
+    out = train_fewstep(FewStepConfig(pairs=8, teacher_steps=2, steps=2, batch=4, rank=2), tmp_path / "fewstep", progress=False)
+    flux = FluxPipeline.from_pretrained(locate("mini", "flux"), text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+    flux.load_lora_weights(str(out))
+    assert flux.get_active_adapters()
+
+
+def test_shipped_fewstep_flux_is_the_teacher_with_its_lora_fused_and_x2i_drives_it():
+    """--flux mini-fewstep: the teacher's transformer with the reflow LoRA fused in (no adapter left),
+    4 steps by default; the shipped AlignNet, never distilled on it, draws English scenes there."""
+    from x2i.app.cli import build_parser
+    from x2i.app.commands import resolve_model_options
+    from x2i.inference.loaders import load_flux
+    from x2i.inference.pipeline import X2IPipeline
+    from x2i.mini.eval import make_cases, run_student, summarize
+
+    from x2i.inference.locations import fused_lora
+
+    assert sum(f.stat().st_size for f in fused_lora("mini-fewstep").iterdir()) < 5e6
+    base, fewstep = load_flux("mini"), load_flux("mini-fewstep")
+    a, b = base.transformer.transformer_blocks[0].attn.to_q.weight, fewstep.transformer.transformer_blocks[0].attn.to_q.weight
+    assert not torch.equal(a, b) and not getattr(fewstep.transformer, "peft_config", None)
+    args = build_parser("generate").parse_args(["generate", "--flux", "mini-fewstep", "--prompt", "x"])
+    resolve_model_options(args)
+    assert args.steps == 4
+    pipe = X2IPipeline.from_pretrained("mini", "mini-fewstep", "mini")
+    cases = make_cases(20, tasks=("text2image",), langs=("en",), seed=4810)
+    assert summarize(run_student(pipe, cases, seed=4810, steps=4, progress=False))["overall"] >= FEWSTEP_EN

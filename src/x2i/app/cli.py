@@ -108,7 +108,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--alignnet", default="mini", help="the student's AlignNet (mini: the shipped mini AlignNet)")
     ev.add_argument("--models", choices=("both", "teacher", "student"), default="both", help="which models to score")
     ev.add_argument("--seed", type=int, default=0, help="case i uses seed + i for its wording, render and noise")
-    ev.add_argument("--steps", type=int, default=20, help="denoising steps")
+    ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: the FLUX's own: 20 for mini, 4 for mini-fewstep, 28 else)")
     add_condition_on_option(ev)
     add_edit_options(ev)
     add_flux_lora_options(ev)

@@ -148,9 +148,11 @@ def run_chat(args) -> None:
 def run_eval(args) -> None:
     from x2i.app.arguments import flux_lora_pairs
     from x2i.inference.loaders import device_and_dtype
+    from x2i.inference.locations import default_steps
     from x2i.media import check_image_path
     from x2i.mini.eval import evaluate, load_cases, save_results
 
+    args.steps = default_steps(args.teacher) if args.steps is None else args.steps
     if args.steps < 1 or not 0 <= args.seed < 2**63:
         raise X2IError("--steps must be at least 1 and --seed between 0 and 2^63 - 1")
     check_numbers(args)

@@ -16,7 +16,7 @@ from x2i.errors import X2IError
 from x2i.inference.alignnet import AlignNet
 from x2i.inference.encoders import ENCODERS, MLLMEncoder
 from x2i.inference.lightcontrol import LightControl
-from x2i.inference.locations import locate, unreachable
+from x2i.inference.locations import fused_lora, locate, unreachable
 
 
 def load_encoder(
@@ -93,7 +93,12 @@ def load_flux(path: str | Path, dtype: torch.dtype = torch.float32, text_encoder
             from diffusers import FluxTransformer2DModel
 
             parts["transformer"] = FluxTransformer2DModel.from_pretrained(location, subfolder="transformer", dtype=dtype, quantization_config=quantization)
-        return FluxPipeline.from_pretrained(location, dtype=dtype, **parts)
+        flux = FluxPipeline.from_pretrained(location, dtype=dtype, **parts)
+        if (derivative := fused_lora(path)) is not None:  # a shipped derivative: its base with its LoRA fused in
+            flux.load_lora_weights(str(derivative), adapter_name="derivative")
+            flux.fuse_lora(adapter_names=["derivative"])
+            flux.unload_lora_weights()
+        return flux
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # missing or corrupt files, unreachable hub
         if isinstance(location, str):
             raise unreachable("flux", location, e) from e

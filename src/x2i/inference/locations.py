@@ -4,8 +4,10 @@ The shipped models are named here and nowhere else: `--mllm mini`, `--lightcontr
 `X2IPipeline.from_pretrained("mini", "mini", "mini")`. Their weights are files inside the package,
 so the core never imports the mini world's code to find them.
 
-    mini    the mini world's MLLM, FLUX (the teacher, with its T5/CLIP), AlignNet, LightControl and
-            edit LoRA (docs/mini-world.md); the commands' default when no model is named
+    mini          the mini world's MLLM, FLUX (the teacher, with its T5/CLIP), AlignNet, LightControl
+                  and edit LoRA (docs/mini-world.md); the commands' default when no model is named
+    mini-fewstep  a 4-step FLUX distilled from the mini teacher on T5/CLIP alone: the teacher with a
+                  reflow LoRA fused in as it loads (`--flux mini-fewstep`; docs/transfer.md)
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ PARTS = {"mllm": "MLLM", "flux": "FLUX", "alignnet": "AlignNet", "lightcontrol":
 SHIPPED = {
     "mini": {"mllm": _WEIGHTS / "mllm", "flux": _WEIGHTS / "teacher", "alignnet": _WEIGHTS / "alignnet",
              "lightcontrol": _WEIGHTS / "lightcontrol", "lora": _WEIGHTS / "lora"},
+    # A derivative shipped as its base and the LoRA that makes it, fused in when it loads.
+    "mini-fewstep": {"flux": _WEIGHTS / "teacher", "fused_lora": _WEIGHTS / "fewstep"},
 }
 # The denoising steps each shipped FLUX is measured at (every mini score: 20); any other FLUX gets
 # FLUX.1-dev's usual 28 unless told (schnell-like models: --steps 4).
-MEASURED_STEPS = {"mini": 20}
+MEASURED_STEPS = {"mini": 20, "mini-fewstep": 4}
 DEFAULT_STEPS = 28
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -49,6 +53,11 @@ def locate(location: str | Path, part: str) -> Path | str:
         return hub_or_cache(str(location), part)
     shipped = " / ".join(k for k, parts in SHIPPED.items() if part in parts)
     raise X2IError(f"{name} {location} does not exist (give a local directory, a hub id like org/name, or {shipped})")
+
+
+def fused_lora(flux: str | Path) -> Path | None:
+    """The LoRA a shipped derivative FLUX fuses into its base as it loads, if it is one."""
+    return SHIPPED.get(str(flux), {}).get("fused_lora")
 
 
 def default_steps(flux: str | Path) -> int:

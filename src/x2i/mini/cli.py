@@ -92,6 +92,16 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
     transfer.add_argument("--json", action="store_true", help="print the report as JSON")
     transfer.set_defaults(run=run_transfer)
 
+    derivative = steps.add_parser("train-derivative", formatter_class=DEFAULTS,
+                                  help="rebuild a FLUX derivative of the mini teacher, made from T5/CLIP alone (fewstep: mini-fewstep)")
+    derivative.add_argument("kind", choices=("fewstep",), help="fewstep: a 4-step model by reflow, shipped as a LoRA fused into the teacher")
+    derivative.add_argument("--out", type=Path, required=True)
+    if with_recipes:
+        from x2i.mini.derivatives import FewStepConfig
+
+        add_options(derivative, FewStepConfig)
+    derivative.set_defaults(run=run_train_derivative)
+
     mllm = steps.add_parser("train-mllm", help="rebuild the mini Qwen2.5-VL", formatter_class=DEFAULTS)
     mllm.add_argument("--out", type=Path, required=True)
     if with_recipes:
@@ -176,6 +186,20 @@ def run_train_teacher(args) -> None:
     start = time.time()
     path = train_teacher(config_from_args(TeacherConfig, args), args.out, snapshots=tuple(args.snapshots))
     print(f"wrote the mini teacher to {path} in {time.time() - start:.0f} s")
+
+
+def run_train_derivative(args) -> None:
+    from x2i.mini.derivatives import FewStepConfig, train_fewstep
+    from x2i.options import config_from_args
+
+    if args.out.exists() and not args.out.is_dir():
+        raise X2IError(f"--out {args.out} is a file; a derivative is written into a directory")
+    config = config_from_args(FewStepConfig, args)
+    if min(config.pairs, config.teacher_steps, config.steps, config.batch, config.rank) < 1 or not config.lr > 0:
+        raise X2IError("--pairs, --teacher-steps, --steps, --batch and --rank must be at least 1 and --lr positive")
+    start = time.time()
+    path = train_fewstep(config, args.out)
+    print(f"wrote the mini few-step LoRA to {path} in {time.time() - start:.0f} s")
 
 
 def run_train_mllm(args) -> None:

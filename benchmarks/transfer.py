@@ -1,0 +1,46 @@
+"""One AlignNet, FLUX's derivatives: the shipped mini AlignNet (distilled on the plain mini teacher,
+never on a derivative) beside each FLUX's own T5/CLIP teacher, on the same fresh cases and noise.
+
+    python benchmarks/transfer.py --n 40 --seed 80808
+
+For the mini FLUX at 4 and 20 steps and mini-fewstep at its 4: the teacher on English text2image
+(one and two objects), X2I on every task and language; prints a Markdown table."""
+
+from __future__ import annotations
+
+import argparse
+
+from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
+from x2i.inference.pipeline import X2IPipeline
+from x2i.mini.eval import make_cases, run_student, run_teacher
+
+
+def share(results, objects=None, task=None) -> float:
+    chosen = [r for r in results if (task is None or r["case"]["task"] == task)
+              and (objects is None or (r["case"]["lang"] == "en" and r["case"]["task"] == "text2image"
+                                       and len(r["case"]["expect"]["objects"]) == objects))]
+    return sum(r["correct"] for r in chosen) / max(len(chosen), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=40, help="cases per task and language")
+    parser.add_argument("--seed", type=int, required=True, help="a fresh seed for every reported score")
+    args = parser.parse_args()
+
+    cases = make_cases(args.n, seed=args.seed)
+    encoder, alignnet = load_encoder("mini"), load_alignnet("mini")
+    print("| FLUX, steps | teacher en 1 / 2 obj | X2I en 1 / 2 obj | X2I / teacher | X2I all | image2image | edits | two images |")
+    print("|---|---|---|---|---|---|---|---|")
+    for flux_name, steps in (("mini", 20), ("mini", 4), ("mini-fewstep", 4)):
+        flux = load_flux(flux_name, text_encoders=True)
+        teacher = run_teacher(flux, cases, seed=0, steps=steps, progress=False)
+        student = run_student(X2IPipeline(encoder, alignnet, flux), cases, seed=0, steps=steps, progress=False)
+        t1, t2, s1, s2 = share(teacher, 1), share(teacher, 2), share(student, 1), share(student, 2)
+        ratio = (s1 + s2) / max(t1 + t2, 1e-9)
+        print(f"| {flux_name}, {steps} | {t1:.3f} / {t2:.3f} | {s1:.3f} / {s2:.3f} | {ratio:.2f} | {share(student):.3f} | "
+              f"{share(student, task='image2image'):.3f} | {share(student, task='imagetext2image'):.3f} | {share(student, task='multiimage2image'):.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""FLUX derivatives of the mini teacher, made as the community makes them: from FLUX with its own
+T5/CLIP conditioning only (never AlignNet, never the MLLM), so that whether X2I's conditioning
+drives them is a measurement, not a given (docs/transfer.md).
+
+    fewstep   `mini-fewstep`, a 4-step model by rectified-flow *reflow* (Liu et al., 2023; InstaFlow):
+              the teacher's own 20-step samples are paired with the noise they started from, and a
+              LoRA on FLUX's attention learns the straight path between the two at the 4 sigmas a
+              4-step sampler visits, so that a few Euler steps land where many did. Chosen because
+              it is FLUX's own objective (rectified flow) on the teacher's own samples: no
+              discriminator, no second network. Shipped as a LoRA fused into the teacher when
+              `--flux mini-fewstep` loads (as few-step FLUX LoRAs such as FLUX.1-Turbo-Alpha ship).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from x2i.inference.loaders import load_flux
+from x2i.mini.language import caption
+from x2i.mini.teacher import TEXT_LENGTH
+from x2i.mini.world import random_scene
+from x2i.options import option
+from x2i.training.edit_training import add_lora
+from x2i.training.flow_matching import latent_image_ids
+from x2i.training.loop import train_loop
+
+FEW_STEPS = 4
+
+
+@dataclass
+class FewStepConfig:
+    seed: int = option(0, "seed of the captions, noise, pair order and the adapters' initialisation")
+    pairs: int = option(4096, "teacher samples (noise -> 20-step image) to learn from")
+    teacher_steps: int = option(20, "the teacher's steps for each sample")
+    steps: int = option(1500, "optimizer steps")
+    batch: int = option(32, "pairs per step")
+    rank: int = option(16, "LoRA rank")
+    lr: float = option(5e-4, "AdamW learning rate (50 warm-up steps, then cosine decay)")
+
+
+@torch.no_grad()
+def teacher_pairs(flux, config: FewStepConfig, progress: bool = True):
+    """(noise, the teacher's sample from it, T5 states, CLIP vector), all packed as FLUX reads them."""
+    rng = random.Random(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    size = flux.vae.config.sample_size
+    noise, samples, texts_all = [], [], []
+    for start in tqdm(range(0, config.pairs, 64), desc="teacher samples", disable=not progress):
+        n = min(64, config.pairs - start)
+        texts = [caption(random_scene(rng), "en", rng) for _ in range(n)]
+        z, _ = flux.prepare_latents(n, flux.transformer.config.in_channels // 4, size, size, torch.float32, "cpu", generator)
+        x1 = flux(prompt=texts, latents=z.clone(), num_inference_steps=config.teacher_steps, height=size, width=size,
+                  max_sequence_length=TEXT_LENGTH, output_type="latent").images
+        noise.append(z)
+        samples.append(x1)
+        texts_all += texts
+    embeds, pooled = [], []
+    for start in range(0, len(texts_all), 256):
+        e, p, _ = flux.encode_prompt(texts_all[start : start + 256], texts_all[start : start + 256], max_sequence_length=TEXT_LENGTH)
+        embeds.append(e)
+        pooled.append(p)
+    return torch.cat(noise), torch.cat(samples), torch.cat(embeds), torch.cat(pooled)
+
+
+def train_fewstep(config: FewStepConfig, out: str | Path, progress: bool = True) -> Path:
+    """The reflow LoRA on the shipped mini teacher; saved to `out` in diffusers' LoRA format."""
+    from diffusers import FluxPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    flux = load_flux("mini", text_encoders=True)
+    flux.set_progress_bar_config(disable=True)
+    noise, samples, embeds, pooled = teacher_pairs(flux, config, progress)
+    transformer = flux.transformer
+    torch.manual_seed(config.seed)
+    add_lora(transformer, config.rank)
+    transformer.train()
+    size = flux.vae.config.sample_size
+    image_ids = latent_image_ids(flux, size, size, "cpu", torch.float32)
+    text_ids = torch.zeros(embeds.shape[1], 3)
+    sigmas = torch.linspace(1.0, 1.0 / FEW_STEPS, FEW_STEPS)  # what a 4-step Euler sampler visits (shift 1)
+    rng = torch.Generator().manual_seed(config.seed + 1)
+
+    def step(_):
+        index = torch.randint(len(noise), (config.batch,), generator=rng)
+        sigma = sigmas[torch.randint(FEW_STEPS, (config.batch,), generator=rng)]
+        z, x1 = noise[index], samples[index]
+        xt = sigma[:, None, None] * z + (1 - sigma[:, None, None]) * x1
+        prediction = transformer(hidden_states=xt, timestep=sigma, pooled_projections=pooled[index], encoder_hidden_states=embeds[index],
+                                 txt_ids=text_ids, img_ids=image_ids).sample
+        return F.mse_loss(prediction, z - x1), {}
+
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    train_loop("few-step LoRA", config.steps, params, step, lr=config.lr, weight_decay=0.0, warmup=50, clip=params, progress=progress)
+    FluxPipeline.save_lora_weights(out, transformer_lora_layers=get_peft_model_state_dict(transformer),
+                                   transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict())
+    return Path(out)
