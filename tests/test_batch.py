@@ -106,26 +106,35 @@ def test_geneval_layout_is_what_its_scorer_reads(tmp_path):
 
 
 def test_the_teacher_runs_over_the_same_file_with_the_same_noise(tmp_path, capsys):
+    """X2I and its teacher over one requests file: the same image names and noise; the teacher reads
+    text only; a community FLUX LoRA adapts the teacher too."""
     requests = write_requests(tmp_path, [{"prompt": "a red circle on the left"}, {"prompt": "a big blue square", "seed": 5}])
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     assert main(["generate", "--requests", str(requests), "--out", str(teacher), "--teacher", "--steps", "2"]) == 0
     assert main(["generate", "--requests", str(requests), "--out", str(student), "--steps", "2"]) == 0
     assert [e["images"] for e in manifest(teacher)] == [e["images"] for e in manifest(student)]
     assert np.abs(pixels(teacher / "00001-0.png") - pixels(student / "00001-0.png")).mean() > 0  # two models, one noise
+    from test_flux_lora import lora_file
+
+    styled = tmp_path / "styled"
+    assert main(["generate", "--requests", str(requests), "--out", str(styled), "--teacher", "--steps", "2",
+                 "--flux-lora", str(lora_file(tmp_path, "xlabs")[0]), "--flux-lora-scale", "40"]) == 0
+    assert np.abs(pixels(teacher / "00001-0.png") - pixels(styled / "00001-0.png")).mean() > 1
     with_image = write_requests(tmp_path, [{"prompt": "make it blue", "image": "a.png"}])
     assert main(["generate", "--requests", str(with_image), "--out", str(tmp_path / "t2"), "--teacher"]) == 2
     assert "line 1: the teacher (FLUX with T5/CLIP) reads text only" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--prompt", "a cat"], "leave out --prompt"),
+    (["--out", "out", "--prompt", "a cat"], "leave out --prompt"),
     (["--out", "o.png"], "--out is a directory"),
+    ([], "give it with --out DIR"),
+    (["--out", "out", "--teacher", "--lightcontrol", "mini"], "--lightcontrol and --lora are X2I's edit parts"),
 ])
 def test_requests_with_single_request_options_are_refused(tmp_path, argv, message, capsys, monkeypatch):
     requests = write_requests(tmp_path, LINES[:1])
     monkeypatch.chdir(tmp_path)
-    full = ["generate", "--requests", str(requests), *(["--out", "out"] if "--out" not in argv else []), *argv]
-    assert main(full) == 2 and message in capsys.readouterr().err
+    assert main(["generate", "--requests", str(requests), *argv]) == 2 and message in capsys.readouterr().err
 
 
 def test_two_processes_share_the_lines_and_merge_one_manifest(tmp_path):

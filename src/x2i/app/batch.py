@@ -84,7 +84,8 @@ def _read_line(number, text, folder, defaults, layout, teacher, max_steps, max_i
         raise TypeError("not a JSON object")
     known = ("prompt", *MEDIA, *SETTINGS, *(GENEVAL_KEYS if layout == "geneval" else ()))
     if unknown := sorted(set(record) - set(known)):
-        raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join(known)})")
+        hint = "; a GenEval metadata file takes --layout geneval" if unknown[0] in GENEVAL_KEYS else ""
+        raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join(known)}{hint})")
     prompt = record.get("prompt", "")
     if not isinstance(prompt, str):
         raise TypeError("'prompt' is not text")
@@ -185,7 +186,9 @@ def run_requests(args, load_pipeline) -> None:
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
+    from x2i.app.arguments import flux_lora_pairs
     from x2i.inference.loaders import default_size, device_and_dtype, load_flux
+    from x2i.inference.lora import load_flux_loras
     from x2i.inference.work_bounds import MAX_IMAGES, MAX_STEPS
     from x2i.media import check_image_path
 
@@ -193,6 +196,10 @@ def run_requests(args, load_pipeline) -> None:
         raise X2IError("--requests holds the prompts and inputs: leave out --prompt, --image, --audio and --video")
     if args.layout not in LAYOUTS:
         raise X2IError(f"--layout must be one of {', '.join(LAYOUTS)}")
+    if args.out is None:
+        raise X2IError("--requests writes a folder of images and index.jsonl: give it with --out DIR")
+    if args.teacher and (args.lightcontrol or args.lora):
+        raise X2IError("--teacher runs FLUX with its own T5/CLIP; --lightcontrol and --lora are X2I's edit parts: leave them out")
     out = Path(args.out)
     if out.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp") or (out.exists() and not out.is_dir()):
         raise X2IError(f"with --requests, --out is a directory for the images and index.jsonl, not {out}")
@@ -212,6 +219,7 @@ def run_requests(args, load_pipeline) -> None:
 
     if args.teacher:
         flux = load_flux(args.flux, dtype, text_encoders=True).to(device)
+        load_flux_loras(flux, flux_lora_pairs(args))  # a community LoRA adapts the teacher as it adapts X2I
         flux.set_progress_bar_config(disable=True)
         size = default_size(flux)
     else:
