@@ -134,38 +134,35 @@ def read_manifest(out: Path, requests: list[LineRequest]) -> set[int]:
     DIR made from another requests file is refused."""
     by_line = {r.line: r for r in requests}
     done = set()
-    for manifest in [out / "index.jsonl", *sorted(out.glob("index.part-*.jsonl"))]:
-        if not manifest.is_file():
-            continue
-        for text in manifest.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(text)
-            except ValueError:
-                continue  # a line cut by a crash: its request is made again
-            request = by_line.get(entry.get("line"))
-            if request is None or entry.get("request") != request.record:
-                raise X2IError(f"{out} holds the results of other requests (line {entry.get('line')} differs): give another --out")
-            if all((out / p).is_file() for p in entry["images"]):
-                done.add(request.line)
+    for entry in _manifest_entries(out):
+        request = by_line.get(entry.get("line"))
+        if request is None or entry.get("request") != request.record:
+            raise X2IError(f"{out} holds the results of other requests (line {entry.get('line')} differs): give another --out")
+        if all((out / p).is_file() for p in entry["images"]):
+            done.add(request.line)
     return done
 
 
 def merge_manifest(out: Path) -> int:
     """The parts and the earlier index as one index.jsonl, a line per request in file order."""
-    entries = {}
     parts = sorted(out.glob("index.part-*.jsonl"))
-    for manifest in [out / "index.jsonl", *parts]:
-        if manifest.is_file():
-            for text in manifest.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(text)
-                except ValueError:
-                    continue
-                entries[entry["line"]] = entry
+    entries = {entry["line"]: entry for entry in _manifest_entries(out)}
     write_text(out / "index.jsonl", "".join(json.dumps(entries[k], ensure_ascii=False) + "\n" for k in sorted(entries)))
     for part in parts:
         part.unlink()
     return len(entries)
+
+
+def _manifest_entries(out: Path):
+    """Every whole line of index.jsonl, then of each process's part (a line cut by a crash is
+    skipped: its request is made again)."""
+    for manifest in [out / "index.jsonl", *sorted(out.glob("index.part-*.jsonl"))]:
+        if manifest.is_file():
+            for text in manifest.read_text(encoding="utf-8").splitlines():
+                try:
+                    yield json.loads(text)
+                except ValueError:
+                    continue
 
 
 def batches(requests: list[LineRequest], images_per_call: int) -> list[list[LineRequest]]:
