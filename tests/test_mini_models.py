@@ -218,10 +218,9 @@ def test_shipped_fewstep_flux_is_the_teacher_with_its_lora_fused_and_x2i_drives_
     from x2i.app.cli import build_parser
     from x2i.app.commands import resolve_model_options
     from x2i.inference.loaders import load_flux
+    from x2i.inference.locations import fused_lora
     from x2i.inference.pipeline import X2IPipeline
     from x2i.mini.eval import make_cases, run_student, summarize
-
-    from x2i.inference.locations import fused_lora
 
     assert sum(f.stat().st_size for f in fused_lora("mini-fewstep").iterdir()) < 5e6
     base, fewstep = load_flux("mini"), load_flux("mini-fewstep")

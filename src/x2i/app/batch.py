@@ -66,8 +66,7 @@ def read_requests(path: Path, defaults: dict, layout: str, teacher: bool, max_st
         except (TypeError, ValueError) as e:
             errors.append(f"line {number}: {e}")
     if errors:
-        more = f"; and {len(errors) - 10} more" if len(errors) > 10 else ""
-        raise X2IError(f"{path}: {'; '.join(errors[:10])}{more}")
+        raise X2IError(f"{path}: {_first_ten(errors)}")
     if not requests:
         raise X2IError(f"{path} holds no requests: one JSON object per line, e.g. {{\"prompt\": \"a red circle\"}}")
     return requests
@@ -298,9 +297,13 @@ def _check_against_models(requests: list[LineRequest], flux, pipe) -> None:
     for r in requests:
         try:
             check_size(flux, r.settings["height"], r.settings["width"])
-            if pipe is not None and (n := pipe.encoder.count_tokens(r.prompt)) > pipe.max_text_tokens:
-                raise X2IError(f"the prompt is {n} tokens; this model reads at most {pipe.max_text_tokens}")
+            if pipe is not None:
+                pipe.check_text(r.prompt)
         except X2IError as e:
             errors.append(f"line {r.line}: {e}")
     if errors:
-        raise X2IError("; ".join(errors[:10]) + (f"; and {len(errors) - 10} more" if len(errors) > 10 else ""))
+        raise X2IError(_first_ten(errors))
+
+
+def _first_ten(errors: list[str]) -> str:
+    return "; ".join(errors[:10]) + (f"; and {len(errors) - 10} more" if len(errors) > 10 else "")

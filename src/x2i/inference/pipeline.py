@@ -234,6 +234,12 @@ class X2IPipeline:
                 f"joint_attention_dim {t.joint_attention_dim} and pooled_projection_dim {t.pooled_projection_dim}"
             )
 
+    def check_text(self, text: str) -> None:
+        """Refuse a request's text (as typed) longer than `max_text_tokens`."""
+        if (n := self.encoder.count_tokens(text)) > self.max_text_tokens:
+            raise X2IError(f"the text is {n} tokens; this model reads at most {self.max_text_tokens} "
+                           f"(what its AlignNet was made for): shorten it, or raise --max-text-tokens")
+
     def _generators(self, seed, num_images: int) -> list[torch.Generator] | None:
         """One generator per image: image k of an int seed S is seeded S + k (so it is also what one
         image asked with seed S + k gives); a list gives each image its own seed."""
@@ -325,9 +331,7 @@ class X2IPipeline:
         if control and not all(r.images for r in requests):
             raise X2IError("LightControl keeps an edit faithful to its source image, and a request has no image: give one (--image), or leave out --lightcontrol")
         for r in requests:
-            if (n := self.encoder.count_tokens(r.text)) > self.max_text_tokens:
-                raise X2IError(f"the text is {n} tokens; this model reads at most {self.max_text_tokens} "
-                               f"(what its AlignNet was made for): shorten it, or raise --max-text-tokens")
+            self.check_text(r.text)
         images = len(requests) * num_images_per_prompt
         per_pass = images_per_pass(self.flux, height, width, images, self.pad_to or self.max_text_tokens, self.execution_device,
                                    self.max_image_tokens, batch_size)
