@@ -4,9 +4,10 @@ Four bounds, each refused in one line before denoising: more denoising steps or 
 call than the caller allows, an image much larger than the FLUX model was made for (the work grows
 with the square of its tokens), and one whose activations will not fit in the memory the device
 has free. Several images are denoised in passes of as many as fit (`images_per_pass`). The memory
-figure is an estimate (the largest live activations of a transformer block and of the VAE decoder's full-resolution blocks, with attention by a kernel
-that does not hold the score matrix, as PyTorch's scaled_dot_product_attention does on CPU and GPU);
-the weights are not counted because they are already loaded.
+figure is an estimate (the largest live activations of a transformer block and of the VAE
+decoder's full-resolution blocks, with attention by a kernel that does not hold the score matrix,
+as PyTorch's scaled_dot_product_attention does on CPU and GPU); the weights are not counted
+because they are already loaded.
 """
 
 from __future__ import annotations
