@@ -4,15 +4,19 @@ never on a derivative) beside each FLUX's own T5/CLIP teacher, on the same fresh
     python benchmarks/transfer.py --n 40 --seed 80808
 
 For the mini FLUX at 4 and 20 steps and mini-fewstep at its 4: the teacher on English text2image
-(one and two objects), X2I on every task and language; prints a Markdown table."""
+(one and two objects), X2I on every task and language. Then the community style LoRA `mini-style`
+on the mini FLUX, teacher and X2I alike, with and without it: the scene (judged as always) and the
+style (`judge.squat`). Prints Markdown tables."""
 
 from __future__ import annotations
 
 import argparse
 
 from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
+from x2i.inference.lora import load_lora
 from x2i.inference.pipeline import X2IPipeline
 from x2i.mini.eval import make_cases, run_student, run_teacher
+from x2i.mini.judge import squat
 
 
 def share(results, objects=None, task=None) -> float:
@@ -20,6 +24,11 @@ def share(results, objects=None, task=None) -> float:
               and (objects is None or (r["case"]["lang"] == "en" and r["case"]["task"] == "text2image"
                                        and len(r["case"]["expect"]["objects"]) == objects))]
     return sum(r["correct"] for r in chosen) / max(len(chosen), 1)
+
+
+def styled(results, task=None) -> float:
+    chosen = [r for r in results if task is None or (r["case"]["task"] == task and r["case"]["lang"] == "en")]
+    return sum(squat(r["image"]) for r in chosen) / max(len(chosen), 1)
 
 
 def main() -> None:
@@ -40,7 +49,23 @@ def main() -> None:
         ratio = (s1 + s2) / max(t1 + t2, 1e-9)
         print(f"| {flux_name}, {steps} | {t1:.3f} / {t2:.3f} | {s1:.3f} / {s2:.3f} | {ratio:.2f} | {share(student):.3f} | "
               f"{share(student, task='image2image'):.3f} | {share(student, task='imagetext2image'):.3f} | {share(student, task='multiimage2image'):.3f} |")
+    style_table(cases, encoder, alignnet)
 
 
 if __name__ == "__main__":
     main()
+
+
+def style_table(cases, encoder, alignnet) -> None:
+    print()
+    print("| mini, 20 steps | teacher en 1 / 2 obj | X2I en 1 / 2 obj | X2I / teacher | squat: teacher en / X2I en / X2I all |")
+    print("|---|---|---|---|---|")
+    for lora in (None, "mini-style"):
+        flux = load_flux("mini", text_encoders=True)
+        if lora:
+            load_lora(flux, lora, adapter="flux-lora-0")
+        teacher = run_teacher(flux, cases, seed=0, steps=20, progress=False)
+        student = run_student(X2IPipeline(encoder, alignnet, flux), cases, seed=0, steps=20, progress=False)
+        t1, t2, s1, s2 = share(teacher, 1), share(teacher, 2), share(student, 1), share(student, 2)
+        print(f"| {lora or 'no LoRA'} | {t1:.3f} / {t2:.3f} | {s1:.3f} / {s2:.3f} | {(s1 + s2) / max(t1 + t2, 1e-9):.2f} | "
+              f"{styled(teacher):.3f} / {styled(student, 'text2image'):.3f} / {styled(student):.3f} |")

@@ -1,7 +1,7 @@
 import random
 
-from x2i.mini.judge import check_judge, read_objects, scene_correct
-from x2i.mini.world import render
+from x2i.mini.judge import check_judge, read_objects, scene_correct, squat
+from x2i.mini.world import SQUAT, random_scene, render
 
 
 def test_judge_reads_1000_fresh_renders_at_least_99_percent():
@@ -30,3 +30,12 @@ def test_blank_image_has_no_objects():
     from PIL import Image
 
     assert read_objects(Image.new("RGB", (64, 64), (245, 245, 240))) == []
+
+
+def test_squat_style_is_seen_in_squat_renders_and_only_there():
+    rng = random.Random(2026)
+    plain = [squat(render(random_scene(rng), rng)) for _ in range(300)]
+    squat_renders = [render(random_scene(rng), rng, aspect=SQUAT) for _ in range(300)]
+    assert sum(plain) == 0
+    assert sum(map(squat, squat_renders)) >= 0.98 * 300
+    assert not squat(render({"objects": []}, rng))

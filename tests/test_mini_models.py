@@ -2,6 +2,7 @@
 
 import random
 
+import pytest
 import torch
 from diffusers import FluxPipeline
 
@@ -35,8 +36,9 @@ STUDENT_ZH_1OBJ = 0.85
 STUDENT_IMAGE = 0.80
 STUDENT_EDIT = 0.70  # 0.80-0.925 per language on 40 (BENCHMARKS.md)
 STUDENT_TWO_IMAGES = 0.80
-LIGHTCONTROL_EDIT = 0.60
-FEWSTEP_EN = 0.80  # X2I on mini-fewstep at its 4 steps, English one and two objects together (BENCHMARKS.md, "One AlignNet")  # with the shipped branch, on edits (where copying the source would fail): 0.78 on 100
+LIGHTCONTROL_EDIT = 0.60  # with the shipped branch, on edits (where copying the source would fail): 0.78 on 100
+FEWSTEP_EN = 0.80  # X2I on mini-fewstep at its 4 steps, English one and two objects together (BENCHMARKS.md, "One AlignNet")
+STYLE_SEEN = 0.80  # X2I's English pictures with --flux-lora mini-style that are squat (BENCHMARKS.md, "One AlignNet")
 
 
 def test_teacher_recipe_runs_and_saves_a_flux_pipeline(tmp_path):
@@ -203,13 +205,31 @@ def test_shipped_lightcontrol_and_lora():
         assert not torch.allclose(before, flux.transformer(**inputs).sample)
 
 
-def test_fewstep_recipe_runs_and_saves_a_lora_diffusers_reads(tmp_path):
-    from x2i.mini.derivatives import FewStepConfig, train_fewstep
+@pytest.mark.parametrize("kind", ["fewstep", "style"])
+def test_derivative_recipes_run_and_save_a_lora_diffusers_reads(tmp_path, kind):
+    from x2i.mini.derivatives import FewStepConfig, StyleConfig, train_fewstep, train_style
 
-    out = train_fewstep(FewStepConfig(pairs=8, teacher_steps=2, steps=2, batch=4, rank=2), tmp_path / "fewstep", progress=False)
+    if kind == "fewstep":
+        out = train_fewstep(FewStepConfig(pairs=8, teacher_steps=2, steps=2, batch=4, rank=2), tmp_path / kind, progress=False)
+    else:
+        out = train_style(StyleConfig(pictures=8, steps=2, batch=4, rank=2), tmp_path / kind, progress=False)
     flux = FluxPipeline.from_pretrained(locate("mini", "flux"), text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
     flux.load_lora_weights(str(out))
     assert flux.get_active_adapters()
+
+
+def test_shipped_style_lora_makes_x2i_draw_squat_shapes_and_only_with_it():
+    """--flux-lora mini-style, trained on the teacher with T5/CLIP alone, restyles X2I's pictures."""
+    from x2i.inference.pipeline import X2IPipeline
+    from x2i.mini.eval import make_cases, run_student
+    from x2i.mini.judge import squat
+
+    assert sum(f.stat().st_size for f in locate("mini-style", "lora").iterdir()) < 5e6
+    cases = make_cases(20, tasks=("text2image",), langs=("en",), seed=4811)
+    for loras, low, high in (((), 0.0, 0.1), ((("mini-style", 1.0),), STYLE_SEEN, 1.0)):
+        pipe = X2IPipeline.from_pretrained("mini", "mini", "mini", flux_loras=loras)
+        results = run_student(pipe, cases, seed=4811, steps=20, progress=False)
+        assert low <= sum(squat(r["image"]) for r in results) / len(results) <= high, loras
 
 
 def test_shipped_fewstep_flux_is_the_teacher_with_its_lora_fused_and_x2i_drives_it():

@@ -77,7 +77,8 @@ def add_condition_on_option(parser: argparse.ArgumentParser) -> None:
 
 def add_flux_lora_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flux-lora", action="append", default=[], metavar="PATH", help="a community FLUX LoRA (a style, a character: "
-                        "diffusers, kohya or xlabs format, a file, a folder or a hub id) made for this FLUX, beside any edit --lora (repeatable)")
+                        "diffusers, kohya or xlabs format, a file, a folder or a hub id) made for this FLUX, beside any edit --lora (repeatable); "
+                        "mini-style: the mini world's style LoRA (shapes drawn squat)")
     parser.add_argument("--flux-lora-scale", action="append", type=float, default=[], metavar="S", help="its strength: one for all, or "
                         "one per --flux-lora in order (default 1)")
 

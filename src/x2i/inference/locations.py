@@ -8,6 +8,8 @@ so the core never imports the mini world's code to find them.
                   and edit LoRA (docs/mini-world.md); the commands' default when no model is named
     mini-fewstep  a 4-step FLUX distilled from the mini teacher on T5/CLIP alone: the teacher with a
                   reflow LoRA fused in as it loads (`--flux mini-fewstep`; docs/transfer.md)
+    mini-style    a style LoRA trained on the mini teacher with T5/CLIP alone, as community FLUX
+                  LoRAs are (`--flux-lora mini-style`: shapes drawn squat)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SHIPPED = {
              "lightcontrol": _WEIGHTS / "lightcontrol", "lora": _WEIGHTS / "lora"},
     # A derivative shipped as its base and the LoRA that makes it, fused in when it loads.
     "mini-fewstep": {"flux": _WEIGHTS / "teacher", "fused_lora": _WEIGHTS / "fewstep"},
+    "mini-style": {"lora": _WEIGHTS / "style"},
 }
 # The denoising steps each shipped FLUX is measured at (every mini score: 20); any other FLUX gets
 # FLUX.1-dev's usual 28 unless told (schnell-like models: --steps 4).

@@ -92,15 +92,17 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
     transfer.add_argument("--json", action="store_true", help="print the report as JSON")
     transfer.set_defaults(run=run_transfer)
 
-    derivative = steps.add_parser("train-derivative", formatter_class=DEFAULTS,
-                                  help="rebuild a FLUX derivative of the mini teacher, made from T5/CLIP alone (fewstep: mini-fewstep)")
-    derivative.add_argument("kind", choices=("fewstep",), help="fewstep: a 4-step model by reflow, shipped as a LoRA fused into the teacher")
-    derivative.add_argument("--out", type=Path, required=True)
-    if with_recipes:
-        from x2i.mini.derivatives import FewStepConfig
+    derivative = steps.add_parser("train-derivative", help="rebuild a FLUX derivative of the mini teacher, made from T5/CLIP alone")
+    kinds = derivative.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, config, about in (("fewstep", "FewStepConfig", "mini-fewstep: a 4-step model by reflow, shipped as a LoRA fused into the teacher"),
+                                ("style", "StyleConfig", "mini-style: a style LoRA (shapes drawn squat), loaded with --flux-lora mini-style")):
+        parser = kinds.add_parser(kind, help=about, description=about, formatter_class=DEFAULTS)
+        parser.add_argument("--out", type=Path, required=True)
+        if with_recipes:
+            from x2i.mini import derivatives
 
-        add_options(derivative, FewStepConfig)
-    derivative.set_defaults(run=run_train_derivative)
+            add_options(parser, getattr(derivatives, config))
+        parser.set_defaults(run=run_train_derivative)
 
     mllm = steps.add_parser("train-mllm", help="rebuild the mini Qwen2.5-VL", formatter_class=DEFAULTS)
     mllm.add_argument("--out", type=Path, required=True)
@@ -189,17 +191,18 @@ def run_train_teacher(args) -> None:
 
 
 def run_train_derivative(args) -> None:
-    from x2i.mini.derivatives import FewStepConfig, train_fewstep
+    from x2i.mini.derivatives import FewStepConfig, StyleConfig, train_fewstep, train_style
     from x2i.options import config_from_args
 
     if args.out.exists() and not args.out.is_dir():
         raise X2IError(f"--out {args.out} is a file; a derivative is written into a directory")
-    config = config_from_args(FewStepConfig, args)
-    if min(config.pairs, config.teacher_steps, config.steps, config.batch, config.rank) < 1 or not config.lr > 0:
-        raise X2IError("--pairs, --teacher-steps, --steps, --batch and --rank must be at least 1 and --lr positive")
+    config = config_from_args(FewStepConfig if args.kind == "fewstep" else StyleConfig, args)
+    counts = {name: value for name, value in vars(config).items() if isinstance(value, int) and name != "seed"}
+    if min(counts.values()) < 1 or not config.lr > 0:
+        raise X2IError(f"{', '.join('--' + n.replace('_', '-') for n in counts)} must be at least 1 and --lr positive")
     start = time.time()
-    path = train_fewstep(config, args.out)
-    print(f"wrote the mini few-step LoRA to {path} in {time.time() - start:.0f} s")
+    path = (train_fewstep if args.kind == "fewstep" else train_style)(config, args.out)
+    print(f"wrote the mini {args.kind} LoRA to {path} in {time.time() - start:.0f} s")
 
 
 def run_train_mllm(args) -> None:

@@ -9,6 +9,10 @@ drives them is a measurement, not a given (docs/transfer.md).
               it is FLUX's own objective (rectified flow) on the teacher's own samples: no
               discriminator, no second network. Shipped as a LoRA fused into the teacher when
               `--flux mini-fewstep` loads (as few-step FLUX LoRAs such as FLUX.1-Turbo-Alpha ship).
+    style     `mini-style`, a style LoRA as the community trains one: a set of captioned pictures in
+              the style (the world's scenes drawn squat, `world.SQUAT`), FLUX's own flow-matching
+              loss under T5/CLIP, adapters on the attention (peft), diffusers' LoRA format. It is
+              loaded with `--flux-lora mini-style`, on top of any FLUX of the mini's shape.
 """
 
 from __future__ import annotations
@@ -23,14 +27,17 @@ from tqdm.auto import tqdm
 
 from x2i.inference.loaders import load_flux
 from x2i.mini.language import caption
-from x2i.mini.teacher import TEXT_LENGTH
-from x2i.mini.world import random_scene
+from x2i.mini.teacher import TEXT_LENGTH, to_tensor
+from x2i.mini.world import SQUAT, random_scene, render
 from x2i.options import option
-from x2i.training.edit_training import add_lora
-from x2i.training.flow_matching import latent_image_ids
+from x2i.training.edit_training import ATTENTION, add_lora
+from x2i.training.flow_matching import latent_image_ids, logit_normal_sigmas, noised_and_velocity
 from x2i.training.loop import train_loop
 
 FEW_STEPS = 4
+# A style LoRA adapts every linear layer of FLUX's blocks, attention and MLPs, as community FLUX
+# style LoRAs do (a look is drawn by the MLPs as much as by the attention).
+BLOCKS = ATTENTION + ["ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2", "proj_mlp", "proj_out"]
 
 
 @dataclass
@@ -42,6 +49,16 @@ class FewStepConfig:
     batch: int = option(32, "pairs per step")
     rank: int = option(16, "LoRA rank")
     lr: float = option(5e-4, "AdamW learning rate (50 warm-up steps, then cosine decay)")
+
+
+@dataclass
+class StyleConfig:
+    seed: int = option(0, "seed of the pictures, captions, noise and the adapters' initialisation")
+    pictures: int = option(2048, "captioned pictures in the style to learn from")
+    steps: int = option(3000, "optimizer steps")
+    batch: int = option(16, "pictures per step")
+    rank: int = option(16, "LoRA rank")
+    lr: float = option(1e-3, "AdamW learning rate (50 warm-up steps, then cosine decay)")
 
 
 @torch.no_grad()
@@ -70,9 +87,6 @@ def teacher_pairs(flux, config: FewStepConfig, progress: bool = True):
 
 def train_fewstep(config: FewStepConfig, out: str | Path, progress: bool = True) -> Path:
     """The reflow LoRA on the shipped mini teacher; saved to `out` in diffusers' LoRA format."""
-    from diffusers import FluxPipeline
-    from peft.utils import get_peft_model_state_dict
-
     flux = load_flux("mini", text_encoders=True)
     flux.set_progress_bar_config(disable=True)
     noise, samples, embeds, pooled = teacher_pairs(flux, config, progress)
@@ -95,8 +109,47 @@ def train_fewstep(config: FewStepConfig, out: str | Path, progress: bool = True)
                                  txt_ids=text_ids, img_ids=image_ids).sample
         return F.mse_loss(prediction, z - x1), {}
 
+    return train_lora("few-step LoRA", transformer, config, step, out, progress)
+
+
+def train_style(config: StyleConfig, out: str | Path, progress: bool = True) -> Path:
+    """The squat-style LoRA on the shipped mini teacher; saved to `out` in diffusers' LoRA format."""
+    flux = load_flux("mini", text_encoders=True)
+    rng = random.Random(config.seed)
+    scenes = [random_scene(rng) for _ in range(config.pictures)]
+    with torch.no_grad():
+        pixels = to_tensor([render(scene, rng, aspect=SQUAT) for scene in scenes])
+        latents = torch.cat([flux.vae.encode(part).latent_dist.mode() for part in pixels.split(256)])
+    latents = (latents - flux.vae.config.shift_factor) * flux.vae.config.scaling_factor  # as the teacher learned them
+    transformer = flux.transformer
+    torch.manual_seed(config.seed)
+    add_lora(transformer, config.rank, targets=BLOCKS)
+    transformer.train()
+    size = flux.vae.config.sample_size
+    image_ids = latent_image_ids(flux, size, size, "cpu", torch.float32)
+
+    def step(_):
+        index = rng.sample(range(len(scenes)), config.batch)
+        texts = [caption(scenes[i], "en", rng) for i in index]  # a fresh wording each time, as the teacher learned
+        with torch.no_grad():
+            embeds, pooled, text_ids = flux.encode_prompt(texts, texts, max_sequence_length=TEXT_LENGTH)
+        sigma = logit_normal_sigmas(len(index))
+        xt, velocity = noised_and_velocity(latents[index], torch.randn(len(index), *latents.shape[1:]), sigma)
+        prediction = transformer(hidden_states=xt, timestep=sigma, pooled_projections=pooled, encoder_hidden_states=embeds,
+                                 txt_ids=text_ids, img_ids=image_ids).sample
+        return F.mse_loss(prediction, velocity), {}
+
+    return train_lora("style LoRA", transformer, config, step, out, progress)
+
+
+def train_lora(desc: str, transformer, config, step, out: str | Path, progress: bool) -> Path:
+    """Train the transformer's adapters by `step`; save them to `out` in diffusers' LoRA format (what
+    `FluxPipeline.load_lora_weights` reads)."""
+    from diffusers import FluxPipeline
+    from peft.utils import get_peft_model_state_dict
+
     params = [p for p in transformer.parameters() if p.requires_grad]
-    train_loop("few-step LoRA", config.steps, params, step, lr=config.lr, weight_decay=0.0, warmup=50, clip=params, progress=progress)
+    train_loop(desc, config.steps, params, step, lr=config.lr, weight_decay=0.0, warmup=50, clip=params, progress=progress)
     FluxPipeline.save_lora_weights(out, transformer_lora_layers=get_peft_model_state_dict(transformer),
                                    transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict())
     return Path(out)

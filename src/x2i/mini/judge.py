@@ -3,7 +3,7 @@
 Objects are the saturated blobs on the light, grey-ish background. For each blob:
 color = nearest palette color of its median pixel; size = its bounding-box extent; shape = the
 ideal circle, square or triangle (drawn into the same box) it overlaps best (IoU); position = the
-nearest anchor to its box center.
+nearest anchor to its box center. Beside the scene, `squat` sees the `mini-style` LoRA's style.
 """
 
 from __future__ import annotations
@@ -14,13 +14,17 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from x2i.mini.world import CENTERS, HALF_EXTENT, IMAGE_SIZE, RGB
+from x2i.mini.world import CENTERS, HALF_EXTENT, IMAGE_SIZE, RGB, SQUAT
 
 CHROMA_THRESHOLD = 0.25  # max(rgb) - min(rgb): objects are saturated, the background is not
 MIN_AREA = 10  # pixels; smaller specks (noise in generated images) are not objects
 SIZE_THRESHOLD = HALF_EXTENT["small"] + HALF_EXTENT["large"]  # box extent between 2*small and 2*large
 PALETTE = np.array(list(RGB.values()), dtype=np.float32) / 255
 PALETTE_NAMES = list(RGB)
+SQUAT_WIDTH = (1 + 1 / SQUAT) / 2  # width over height, halfway between a plain shape's and a squat one's
+# A shape's spread across over its spread down (the deviations of its pixels' x and y) is its width
+# over its height for a circle or a square; an apex-up triangle's is sqrt(18/24) of it.
+SPREAD = {"circle": 1.0, "square": 1.0, "triangle": (18 / 24) ** 0.5}
 
 
 def _ideal_masks(h: int, w: int) -> dict[str, np.ndarray]:
@@ -33,18 +37,21 @@ def _ideal_masks(h: int, w: int) -> dict[str, np.ndarray]:
     }
 
 
-def read_objects(image: Image.Image) -> list[dict]:
-    """The objects in a mini-world image, each with shape, color, size and position."""
+def _blobs(image: Image.Image):
+    """(RGB array, [(box, mask within the box), ...]) of the saturated blobs big enough to be objects."""
     if image.size != (IMAGE_SIZE, IMAGE_SIZE):
         image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
-    mask = (rgb.max(-1) - rgb.min(-1)) > CHROMA_THRESHOLD
-    labels, count = ndimage.label(mask)
+    labels, _ = ndimage.label((rgb.max(-1) - rgb.min(-1)) > CHROMA_THRESHOLD)
+    blobs = [(box, labels[box] == index) for index, box in enumerate(ndimage.find_objects(labels), start=1)]
+    return rgb, [(box, blob) for box, blob in blobs if blob.sum() >= MIN_AREA]
+
+
+def read_objects(image: Image.Image) -> list[dict]:
+    """The objects in a mini-world image, each with shape, color, size and position."""
+    rgb, blobs = _blobs(image)
     objects = []
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
-        blob = labels[box] == index
-        if blob.sum() < MIN_AREA:
-            continue
+    for box, blob in blobs:
         pixels = rgb[box][blob]
         color = PALETTE_NAMES[int(np.argmin(((PALETTE - np.median(pixels, axis=0)) ** 2).sum(-1)))]
         h, w = blob.shape
@@ -57,6 +64,17 @@ def read_objects(image: Image.Image) -> list[dict]:
         position = min(CENTERS, key=lambda p: (CENTERS[p][0] - cx) ** 2 + (CENTERS[p][1] - cy) ** 2)
         objects.append({"shape": shape, "color": color, "size": size, "position": position})
     return objects
+
+
+def squat(image: Image.Image) -> bool:
+    """Whether the image is in the `mini-style` LoRA's squat style: its objects, on average, clearly
+    wider than tall (an image without objects is not). Width over height is read from the spread of
+    each object's pixels, not its box, which is a pixel off either way on a small shape."""
+    widths = []
+    for (_, blob), obj in zip(_blobs(image)[1], read_objects(image)):
+        y, x = np.nonzero(blob)
+        widths.append(float(x.std() / max(y.std(), 1e-6)) / SPREAD[obj["shape"]])
+    return bool(widths) and float(np.mean(widths)) > SQUAT_WIDTH
 
 
 def matches(expected: dict, found: dict) -> bool:

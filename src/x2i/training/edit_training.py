@@ -131,12 +131,12 @@ def train_lora(config: LoraConfig) -> Path:
     return train(config, accelerator, LoraWeights(transformer), transformer, step_loss, desc="lora", loss_label="flow-matching loss")
 
 
-def add_lora(transformer, rank: int, alpha: float | None = None) -> None:
-    """Trainable adapters of `rank` on FLUX's attention; everything else stays frozen."""
+def add_lora(transformer, rank: int, alpha: float | None = None, targets: list[str] = ATTENTION) -> None:
+    """Trainable adapters of `rank` on FLUX's `targets` (default: its attention); everything else stays frozen."""
     from peft import LoraConfig
 
     transformer.requires_grad_(False)
-    config = LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=ATTENTION)
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=targets)
     transformer.add_adapter(config)
 
 
