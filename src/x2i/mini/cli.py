@@ -191,7 +191,12 @@ def run_train_teacher(args) -> None:
 
 
 def run_train_derivative(args) -> None:
-    from x2i.mini.derivatives import FewStepConfig, StyleConfig, train_fewstep, train_style
+    from x2i.mini.derivatives import (
+        FewStepConfig,
+        StyleConfig,
+        train_fewstep,
+        train_style,
+    )
     from x2i.options import config_from_args
 
     if args.out.exists() and not args.out.is_dir():

@@ -31,7 +31,11 @@ from x2i.mini.teacher import TEXT_LENGTH, to_tensor
 from x2i.mini.world import SQUAT, random_scene, render
 from x2i.options import option
 from x2i.training.edit_training import ATTENTION, add_lora
-from x2i.training.flow_matching import latent_image_ids, logit_normal_sigmas, noised_and_velocity
+from x2i.training.flow_matching import (
+    latent_image_ids,
+    logit_normal_sigmas,
+    noised_and_velocity,
+)
 from x2i.training.loop import train_loop
 
 FEW_STEPS = 4
