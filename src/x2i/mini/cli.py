@@ -191,22 +191,19 @@ def run_train_teacher(args) -> None:
 
 
 def run_train_derivative(args) -> None:
-    from x2i.mini.derivatives import (
-        FewStepConfig,
-        StyleConfig,
-        train_fewstep,
-        train_style,
-    )
+    from x2i.mini import derivatives
     from x2i.options import config_from_args
 
     if args.out.exists() and not args.out.is_dir():
         raise X2IError(f"--out {args.out} is a file; a derivative is written into a directory")
-    config = config_from_args(FewStepConfig if args.kind == "fewstep" else StyleConfig, args)
-    counts = {name: value for name, value in vars(config).items() if isinstance(value, int) and name != "seed"}
-    if min(counts.values()) < 1 or not config.lr > 0:
+    kind, train = {"fewstep": (derivatives.FewStepConfig, derivatives.train_fewstep),
+                   "style": (derivatives.StyleConfig, derivatives.train_style)}[args.kind]
+    config = config_from_args(kind, args)
+    counts = [name for name, value in vars(config).items() if isinstance(value, int) and name != "seed"]
+    if min(getattr(config, name) for name in counts) < 1 or not config.lr > 0:
         raise X2IError(f"{', '.join('--' + n.replace('_', '-') for n in counts)} must be at least 1 and --lr positive")
     start = time.time()
-    path = (train_fewstep if args.kind == "fewstep" else train_style)(config, args.out)
+    path = train(config, args.out)
     print(f"wrote the mini {args.kind} LoRA to {path} in {time.time() - start:.0f} s")
 
 

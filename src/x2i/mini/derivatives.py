@@ -11,8 +11,8 @@ drives them is a measurement, not a given (docs/transfer.md).
               `--flux mini-fewstep` loads (as few-step FLUX LoRAs such as FLUX.1-Turbo-Alpha ship).
     style     `mini-style`, a style LoRA as the community trains one: a set of captioned pictures in
               the style (the world's scenes drawn squat, `world.SQUAT`), FLUX's own flow-matching
-              loss under T5/CLIP, adapters on the attention (peft), diffusers' LoRA format. It is
-              loaded with `--flux-lora mini-style`, on top of any FLUX of the mini's shape.
+              loss under T5/CLIP, adapters on the attention and MLPs (peft), diffusers' LoRA format.
+              It is loaded with `--flux-lora mini-style`, on top of any FLUX of the mini's shape.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from x2i.training.flow_matching import (
 from x2i.training.loop import train_loop
 
 FEW_STEPS = 4
-# A style LoRA adapts every linear layer of FLUX's blocks, attention and MLPs, as community FLUX
-# style LoRAs do (a look is drawn by the MLPs as much as by the attention).
+# A style LoRA adapts the attention and the MLPs of FLUX's blocks (and its output projection), as
+# community FLUX style LoRAs do: a look is drawn by the MLPs as much as by the attention.
 BLOCKS = ATTENTION + ["ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2", "proj_mlp", "proj_out"]
 
 
@@ -113,7 +113,7 @@ def train_fewstep(config: FewStepConfig, out: str | Path, progress: bool = True)
                                  txt_ids=text_ids, img_ids=image_ids).sample
         return F.mse_loss(prediction, z - x1), {}
 
-    return train_lora("few-step LoRA", transformer, config, step, out, progress)
+    return train_adapters("few-step LoRA", transformer, config, step, out, progress)
 
 
 def train_style(config: StyleConfig, out: str | Path, progress: bool = True) -> Path:
@@ -143,10 +143,10 @@ def train_style(config: StyleConfig, out: str | Path, progress: bool = True) -> 
                                  txt_ids=text_ids, img_ids=image_ids).sample
         return F.mse_loss(prediction, velocity), {}
 
-    return train_lora("style LoRA", transformer, config, step, out, progress)
+    return train_adapters("style LoRA", transformer, config, step, out, progress)
 
 
-def train_lora(desc: str, transformer, config, step, out: str | Path, progress: bool) -> Path:
+def train_adapters(desc: str, transformer, config, step, out: str | Path, progress: bool) -> Path:
     """Train the transformer's adapters by `step`; save them to `out` in diffusers' LoRA format (what
     `FluxPipeline.load_lora_weights` reads)."""
     from diffusers import FluxPipeline

@@ -47,6 +47,12 @@ def _blobs(image: Image.Image):
     return rgb, [(box, blob) for box, blob in blobs if blob.sum() >= MIN_AREA]
 
 
+def _shape(blob: np.ndarray) -> str:
+    """The ideal shape, drawn into the blob's box, that the blob overlaps best (IoU)."""
+    ious = {name: (blob & ideal).sum() / max((blob | ideal).sum(), 1) for name, ideal in _ideal_masks(*blob.shape).items()}
+    return max(ious, key=ious.get)
+
+
 def read_objects(image: Image.Image) -> list[dict]:
     """The objects in a mini-world image, each with shape, color, size and position."""
     rgb, blobs = _blobs(image)
@@ -55,10 +61,7 @@ def read_objects(image: Image.Image) -> list[dict]:
         pixels = rgb[box][blob]
         color = PALETTE_NAMES[int(np.argmin(((PALETTE - np.median(pixels, axis=0)) ** 2).sum(-1)))]
         h, w = blob.shape
-        ious = {
-            name: (blob & ideal).sum() / max((blob | ideal).sum(), 1) for name, ideal in _ideal_masks(h, w).items()
-        }
-        shape = max(ious, key=ious.get)
+        shape = _shape(blob)
         size = "large" if max(h, w) > SIZE_THRESHOLD else "small"
         cy, cx = (box[0].start + box[0].stop) / 2, (box[1].start + box[1].stop) / 2
         position = min(CENTERS, key=lambda p: (CENTERS[p][0] - cx) ** 2 + (CENTERS[p][1] - cy) ** 2)
@@ -71,9 +74,9 @@ def squat(image: Image.Image) -> bool:
     wider than tall (an image without objects is not). Width over height is read from the spread of
     each object's pixels, not its box, which is a pixel off either way on a small shape."""
     widths = []
-    for (_, blob), obj in zip(_blobs(image)[1], read_objects(image)):
+    for _, blob in _blobs(image)[1]:
         y, x = np.nonzero(blob)
-        widths.append(float(x.std() / max(y.std(), 1e-6)) / SPREAD[obj["shape"]])
+        widths.append(float(x.std() / max(y.std(), 1e-6)) / SPREAD[_shape(blob)])
     return bool(widths) and float(np.mean(widths)) > SQUAT_WIDTH
 
 
