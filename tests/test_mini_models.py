@@ -11,9 +11,11 @@ from x2i.inference.locations import locate
 from x2i.inference.request import Request
 from x2i.mini.examples import sample_example
 from x2i.mini.mllm import (
+    OBJECT_CLASSES,
     MLLMConfig,
     answer_accuracy,
     answer_labels,
+    batch_loss,
     train_mllm,
 )
 from x2i.mini.teacher import (
@@ -85,6 +87,36 @@ def test_answer_labels_cover_the_answer_only(tmp_path):
     decode = encoder.processor.tokenizer.decode
     for i, text in enumerate(answers):
         assert decode(inputs["input_ids"][i][labels[i] != -100]) == text + "<|im_end|>"
+
+
+def test_length_grouped_micro_batches_give_the_whole_batch_loss_and_gradient():
+    """The recipe runs each batch as micro-batches of similar length (less padding): every term
+    weighted by its share, the loss and the gradient are the whole batch's, up to rounding."""
+    from x2i.mini.examples import TRAINING_MIX, sample_with_scene
+    from x2i.mini.readout import english_word_ids
+    from x2i.mini.world import POSITIONS
+
+    encoder = load_encoder(locate("mini", "mllm"))
+    model = encoder.model.train().requires_grad_(True)
+    config = MLLMConfig()
+    rng = random.Random(4812)
+    examples = [sample_with_scene(rng, mix=TRAINING_MIX) for _ in range(12)]
+    lengths = encoder.prepare([e.request for e in examples], answers=[e.answer for e in examples])["attention_mask"].sum(1)
+    assert lengths.max() - lengths.min() > 20  # the case the groups are for: rows of unlike lengths
+    torch.manual_seed(0)
+    probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
+    word_ids = english_word_ids(encoder.processor.tokenizer)
+    results = []
+    for groups in (1, 4):
+        model.zero_grad(), probe.zero_grad()
+        with torch.enable_grad():
+            loss, shown = batch_loss(model, encoder, examples, config, word_ids, probe, groups=groups)
+            loss.backward()
+        results.append((loss.detach(), shown, [p.grad.clone() for p in (model.lm_head.weight, model.model.visual.patch_embed.proj.weight, probe.weight)]))
+    (whole, whole_shown, whole_grads), (grouped, grouped_shown, grouped_grads) = results
+    assert torch.allclose(whole, grouped, rtol=1e-5) and set(whole_shown) == set(grouped_shown) == {"hub", "probe"}
+    for a, b in zip(whole_grads, grouped_grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
 def test_shipped_mini_mllm_understands_the_world():
