@@ -47,6 +47,9 @@ CASES = {
     "make-prompts onto a directory": (lambda p: ["mini", "make-prompts", "--out", str(p / "dir.png"), "--n", "2"], "it is a directory"),
     "make-triples onto a file": (lambda p: ["mini", "make-triples", "--out", str(p / "a-file"), "--n", "2"], "is a file"),
     "tiny models onto a file": (lambda p: ["tiny-models", str(p / "a-file")], "is a file"),
+    "a derivative onto a file": (lambda p: ["mini", "train-derivative", "style", "--out", str(p / "a-file")], "is a file"),
+    "a style LoRA of no steps": (lambda p: ["mini", "train-derivative", "style", "--out", str(p / "new"), "--steps", "0"], "must be at least 1"),
+    "a few-step LoRA of no pairs": (lambda p: ["mini", "train-derivative", "fewstep", "--out", str(p / "new"), "--pairs", "0"], "must be at least 1"),
     # files that are not what they should be
     "an image that is a directory": (lambda p: generate(str(p / "o.png"), "--image", str(p / "dir.png")), "is a directory"),
     "a prompt file not in UTF-8": (lambda p: ["distill", "--prompts", str(p / "latin1.txt"), "--out", str(p / "new"), "--steps", "1"], "is not UTF-8"),
