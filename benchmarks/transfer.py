@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
-from x2i.inference.lora import load_lora
+from x2i.inference.lora import load_flux_loras
 from x2i.inference.pipeline import X2IPipeline
 from x2i.mini.eval import make_cases, run_student, run_teacher
 from x2i.mini.judge import squat
@@ -57,8 +57,7 @@ def style_table(cases, english, encoder, alignnet) -> dict:
     print("|---|---|---|---|---|---|---|")
     for lora in (None, "mini-style"):
         flux = load_flux("mini", text_encoders=True)
-        if lora:
-            load_lora(flux, lora, adapter="flux-lora-0")
+        load_flux_loras(flux, [(lora, 1.0)] if lora else [])
         pipe = X2IPipeline(encoder, alignnet, flux)
         teacher = run_teacher(flux, english, seed=0, steps=20, progress=False)
         student = run_student(pipe, english, seed=0, steps=20, progress=False)

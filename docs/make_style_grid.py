@@ -15,7 +15,7 @@ from PIL import Image
 
 from x2i import Request, X2IPipeline
 from x2i.inference.loaders import load_flux
-from x2i.inference.lora import load_lora, set_lora_scale
+from x2i.inference.lora import flux_lora_adapter, load_flux_loras, set_lora_scale
 from x2i.media import make_grid
 from x2i.mini.eval import case_inputs, make_cases
 from x2i.mini.judge import read_objects, scene_correct, squat
@@ -28,7 +28,7 @@ LINES = (("text2image", "en"), ("text2image", "zh"), ("image2image", "en"), ("im
 def main() -> None:
     pipe = X2IPipeline.from_pretrained("mini", "mini", "mini", flux_loras=[("mini-style", 0.0)])
     teacher = load_flux("mini", text_encoders=True)
-    load_lora(teacher, "mini-style", 0.0, adapter="flux-lora-0")
+    load_flux_loras(teacher, [("mini-style", 0.0)])
     teacher.set_progress_bar_config(disable=True)
     pool = make_cases(10, seed=5252)
     cases = [next(c for c in pool if (c["task"], c["lang"]) == line) for line in LINES]
@@ -36,8 +36,8 @@ def main() -> None:
     captions = [caption(c["expect"], "en", random.Random(i)) for i, c in enumerate(cases)]
     columns = {}
     for scale, name in ((0.0, ""), (1.0, " + mini-style")):
-        set_lora_scale(pipe.flux, scale, "flux-lora-0")
-        set_lora_scale(teacher, scale, "flux-lora-0")
+        set_lora_scale(pipe.flux, scale, flux_lora_adapter(0))
+        set_lora_scale(teacher, scale, flux_lora_adapter(0))
         columns["teacher" + name] = teacher(prompt=captions, num_inference_steps=20, height=64, width=64, generator=noise(len(cases)),
                                             max_sequence_length=teacher.tokenizer_2.model_max_length).images
         columns["X2I" + name] = pipe([Request(text, images) for text, images in inputs], num_inference_steps=20, height=64, width=64,

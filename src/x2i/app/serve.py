@@ -25,7 +25,7 @@ import gradio as gr  # noqa: E402
 from PIL import Image
 
 from x2i.errors import X2IError
-from x2i.inference.lora import set_lora_scale
+from x2i.inference.lora import flux_lora_adapter, set_lora_scale
 from x2i.inference.request import Request
 from x2i.inference.session import Session
 from x2i.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, Audio, Video, open_input
@@ -90,7 +90,7 @@ def build_app(pipe, max_inputs: int = 4, default_steps: int = 28, answer_tokens:
             if pipe.sources.get("lora"):
                 set_lora_scale(pipe.flux, float(lora))
             for k in range(len(pipe.sources.get("flux_loras", []))):
-                set_lora_scale(pipe.flux, float(style), f"flux-lora-{k}")
+                set_lora_scale(pipe.flux, float(style), flux_lora_adapter(k))
             images = pipe(request, height=int(height), width=int(width), num_inference_steps=int(steps), guidance_scale=float(guidance),
                           num_images_per_prompt=int(num_images), seed=int(seed), show_progress=True, readings=[reading],
                           lightcontrol_scale=float(control) if request.images else 0.0)  # the branch keeps an input image, when there is one

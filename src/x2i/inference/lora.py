@@ -61,7 +61,12 @@ def set_lora_scale(flux: FluxPipeline, scale: float, adapter: str = ADAPTER) -> 
     flux.set_adapters(list(scales), adapter_weights=list(scales.values()))
 
 
+def flux_lora_adapter(k: int) -> str:
+    """The adapter name of the k-th community FLUX LoRA loaded (from 0)."""
+    return f"flux-lora-{k}"
+
+
 def load_flux_loras(flux: FluxPipeline, loras) -> None:
     """Community FLUX LoRAs, `[(path, scale), ...]`, as adapters flux-lora-0, flux-lora-1, ..."""
     for k, (path, scale) in enumerate(loras):
-        load_lora(flux, path, scale, adapter=f"flux-lora-{k}")
+        load_lora(flux, path, scale, adapter=flux_lora_adapter(k))

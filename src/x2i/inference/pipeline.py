@@ -38,7 +38,7 @@ from x2i.inference.loaders import (
     load_lightcontrol,
     quantization_configs,
 )
-from x2i.inference.lora import load_flux_loras, load_lora
+from x2i.inference.lora import flux_lora_adapter, load_flux_loras, load_lora
 from x2i.inference.request import CONDITION_ON, Request, request_kind
 from x2i.inference.saved_pipeline import read_saved_pipeline, save_pipeline
 from x2i.inference.work_bounds import (
@@ -182,7 +182,7 @@ class X2IPipeline:
     def load_flux_lora(self, path: str | Path, scale: float = 1.0) -> None:
         """Add a community FLUX LoRA (diffusers, kohya or xlabs format) made for this FLUX, beside any other."""
         loaded = self.sources.setdefault("flux_loras", [])
-        load_lora(self.flux, path, scale, adapter=f"flux-lora-{len(loaded)}")
+        load_lora(self.flux, path, scale, adapter=flux_lora_adapter(len(loaded)))
         loaded.append((path, scale))
 
     def save_pretrained(self, directory: str | Path, copy: bool = False, scores: dict | None = None) -> Path:
