@@ -1,6 +1,7 @@
 """The mini-model recipes run, and the shipped mini models load and do what is claimed."""
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -245,7 +246,12 @@ def test_shipped_lightcontrol_and_lora():
 
 @pytest.mark.parametrize("kind", ["fewstep", "style"])
 def test_derivative_recipes_run_and_save_a_lora_diffusers_reads(tmp_path, kind):
-    from x2i.mini.derivatives import FewStepConfig, StyleConfig, train_fewstep, train_style
+    from x2i.mini.derivatives import (
+        FewStepConfig,
+        StyleConfig,
+        train_fewstep,
+        train_style,
+    )
 
     if kind == "fewstep":
         out = train_fewstep(FewStepConfig(pairs=8, teacher_steps=2, steps=2, batch=4, rank=2), tmp_path / kind, progress=False)
@@ -254,6 +260,24 @@ def test_derivative_recipes_run_and_save_a_lora_diffusers_reads(tmp_path, kind):
     flux = FluxPipeline.from_pretrained(locate("mini", "flux"), text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
     flux.load_lora_weights(str(out))
     assert flux.get_active_adapters()
+
+
+def test_a_derivative_recipe_cut_while_saving_leaves_the_old_lora_whole(tmp_path, monkeypatch):
+    from x2i.mini.derivatives import StyleConfig, train_style
+
+    out = tmp_path / "style"
+    out.mkdir()
+    (out / "pytorch_lora_weights.safetensors").write_bytes(b"the old LoRA")
+
+    def cut(directory, **_):
+        (Path(directory) / "pytorch_lora_weights.safetensors").write_bytes(b"half a")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(FluxPipeline, "save_lora_weights", cut)
+    with pytest.raises(OSError):
+        train_style(StyleConfig(pictures=4, steps=1, batch=2, rank=2), out, progress=False)
+    assert [p.name for p in out.iterdir()] == ["pytorch_lora_weights.safetensors"]
+    assert (out / "pytorch_lora_weights.safetensors").read_bytes() == b"the old LoRA"
 
 
 def test_shipped_style_lora_makes_x2i_draw_squat_shapes_and_only_with_it():

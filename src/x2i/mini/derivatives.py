@@ -17,7 +17,9 @@ drives them is a measurement, not a given (docs/transfer.md).
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from x2i.inference.loaders import load_flux
+from x2i.inference.saved_pipeline import LORA_FILE
 from x2i.mini.language import caption
 from x2i.mini.teacher import TEXT_LENGTH, to_tensor
 from x2i.mini.world import SQUAT, random_scene, render
@@ -154,6 +157,10 @@ def train_adapters(desc: str, transformer, config, step, out: str | Path, progre
 
     params = [p for p in transformer.parameters() if p.requires_grad]
     train_loop(desc, config.steps, params, step, lr=config.lr, weight_decay=0.0, warmup=50, clip=params, progress=progress)
-    FluxPipeline.save_lora_weights(out, transformer_lora_layers=get_peft_model_state_dict(transformer),
-                                   transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict())
-    return Path(out)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".new-") as tmp:  # the old file stays whole until the new one is
+        FluxPipeline.save_lora_weights(tmp, transformer_lora_layers=get_peft_model_state_dict(transformer),
+                                       transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict())
+        os.replace(Path(tmp) / LORA_FILE, out / LORA_FILE)
+    return out
