@@ -24,7 +24,8 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
     cases = steps.add_parser("make-cases", help="write fresh eval cases as JSONL", formatter_class=DEFAULTS)
     cases.add_argument("--out", type=Path, required=True)
     cases.add_argument("--n", type=int, default=50, help="cases per task and language")
-    cases.add_argument("--tasks", nargs="+", default=None, help="default: all four tasks")
+    cases.add_argument("--tasks", nargs="+", default=None, help="default: the four tasks of images and text; also audio2image, video2image, "
+                       "document2image, whose files go to OUT's name + -media/ beside it")
     cases.add_argument("--langs", nargs="+", default=None, help="default: en zh fr de es")
     cases.add_argument("--objects", type=int, choices=(1, 2), default=None, help="objects per scene (default: 1 or 2)")
     cases.add_argument("--seed", type=int, default=1)
@@ -115,15 +116,18 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
 
 def run_make_cases(args) -> None:
     from x2i.mini.eval import make_cases
-    from x2i.mini.world import LANGUAGES, TASKS
+    from x2i.mini.world import ALL_TASKS, LANGUAGES, TASKS
 
     tasks, langs = args.tasks or tuple(TASKS), args.langs or LANGUAGES
-    unknown = [t for t in tasks if t not in TASKS] + [lang for lang in langs if lang not in LANGUAGES]
+    unknown = [t for t in tasks if t not in ALL_TASKS] + [lang for lang in langs if lang not in LANGUAGES]
     if unknown:
-        raise X2IError(f"unknown task or language {unknown}; tasks: {', '.join(TASKS)}; languages: {', '.join(LANGUAGES)}")
+        raise X2IError(f"unknown task or language {unknown}; tasks: {', '.join(ALL_TASKS)}; languages: {', '.join(LANGUAGES)}")
     if args.n < 1:
         raise X2IError("--n must be at least 1")
-    cases = make_cases(args.n, tasks, langs, seed=args.seed, num_objects=args.objects)
+    if args.out.is_dir():
+        raise X2IError(f"cannot write {args.out}: it is a directory; name a file")
+    media = args.out.with_name(args.out.stem + "-media")
+    cases = make_cases(args.n, tasks, langs, seed=args.seed, num_objects=args.objects, media=media)
     write_lines(args.out, [json.dumps(c) for c in cases])
     print(f"wrote {len(cases)} cases to {args.out}")
 

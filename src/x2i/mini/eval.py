@@ -5,29 +5,38 @@ A case (one JSON object per line):
     {"task": "imagetext2image", "lang": "de", "images": [SCENE],
      "instruction": {"op": "recolor", "object": 0, "color": "blue"}, "expect": SCENE}
     {"task": "image2image" | "multiimage2image", "images": [SCENE, ...], "expect": SCENE}
-A "text" field replaces the world's wording. The teacher (FLUX with T5/CLIP) is scored on the
-English text2image cases only; the student (MLLM -> AlignNet -> FLUX) on every case.
+    {"task": "audio2image", "lang": "zh", "audio": "cases-media/00007.wav", "said": CAPTION, "expect": SCENE}
+    {"task": "video2image", "video": "cases-media/00008.mp4", "expect": SCENE}      "draw the last frame"
+    {"task": "document2image", "lang": "fr", "document": "cases-media/00009.png", "shows": CAPTION, "expect": SCENE}
+A "text" field replaces the world's wording (for a file task: the text beside the file). Files are
+relative to the case file. The teacher (FLUX with T5/CLIP) is scored on the English text2image cases
+only; the student (MLLM -> AlignNet -> FLUX) on every case, each read by `--mllm` or, unless given,
+by the first shipped reader that takes the case's media.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from x2i.errors import X2IError
 from x2i.inference.request import Request
+from x2i.media import Audio, Video, load_image
 from x2i.mini.judge import read_objects, scene_correct
 from x2i.mini.language import caption, instruction
 from x2i.mini.world import (
     ATTRIBUTES,
     EDIT_OPS,
+    ALL_TASKS,
     LANGUAGES,
+    MEDIA_TASKS,
     POSITIONS,
     TASKS,
     VALUES,
@@ -43,12 +52,14 @@ from x2i.training.data import read_jsonl
 # ---- cases --------------------------------------------------------------------------------------
 
 
-def make_cases(n: int, tasks=TASKS, langs=LANGUAGES, seed: int = 0, num_objects: int | None = None) -> list[dict]:
-    """`n` fresh cases for each (task, language) pair; languages only matter where there is text."""
+def make_cases(n: int, tasks=TASKS, langs=LANGUAGES, seed: int = 0, num_objects: int | None = None, media: Path | None = None) -> list[dict]:
+    """`n` fresh cases for each (task, language) pair; languages only matter where there is text.
+    The file tasks' inputs are written into the directory `media`, and named relative to its parent
+    (where the case file goes)."""
     rng = random.Random(seed)
     cases = []
     for task in tasks:
-        for lang in langs if TASKS[task]["text"] else ("en",):
+        for lang in langs if ALL_TASKS[task]["text"] else ("en",):
             for _ in range(n):
                 scene = random_scene(rng, num_objects)
                 if task == "text2image":
@@ -58,10 +69,34 @@ def make_cases(n: int, tasks=TASKS, langs=LANGUAGES, seed: int = 0, num_objects:
                 elif task == "imagetext2image":
                     op = random_edit(scene, rng)
                     cases.append({"task": task, "lang": lang, "images": [scene], "instruction": op, "expect": apply_edit(scene, op)})
-                else:
+                elif task == "multiimage2image":
                     a, b = ({"objects": [random_object(rng, p)]} for p in rng.sample(POSITIONS, 2))
                     cases.append({"task": task, "lang": lang, "images": [a, b], "expect": combine([a, b])})
+                else:
+                    cases.append(_file_case(task, lang, scene, media, len(cases), rng))
     return cases
+
+
+def _file_case(task: str, lang: str, scene: dict, media: Path | None, number: int, rng: random.Random) -> dict:
+    """A case of a file task, its file written into `media`."""
+    from x2i.mini import media as make
+
+    if media is None:
+        raise X2IError(f"{task} cases need a directory for their files")
+    media.mkdir(parents=True, exist_ok=True)
+    case, name = {"task": task, "lang": lang}, f"{number:05d}"
+    if task == "audio2image":
+        case["said"] = caption(scene, lang, rng)
+        make.write_wav(media / f"{name}.wav", *make.speak(case["said"], lang, rng))
+        case["audio"] = f"{media.name}/{name}.wav"
+    elif task == "video2image":
+        case["video"] = f"{media.name}/{name}{rng.choice(('.mp4', '.gif'))}"
+        make.write_clip(media.parent / case["video"], make.clip_frames(scene, rng))
+    else:
+        case["shows"] = caption(scene, lang, rng)
+        make.document(case["shows"], lang, rng).save(media / f"{name}.png")
+        case["document"] = f"{media.name}/{name}.png"
+    return {**case, "expect": scene}
 
 
 def _check_scene(scene, where: str, complete: bool) -> None:
@@ -85,18 +120,20 @@ def load_cases(path: str | Path) -> list[dict]:
     for where, case in read_jsonl(path):
         if not isinstance(case, dict):
             raise X2IError(f"{where}: not a JSON object")
-        if not isinstance(case.get("task"), str) or case["task"] not in TASKS:
-            raise X2IError(f"{where}: task must be one of {', '.join(TASKS)}")
+        if not isinstance(case.get("task"), str) or case["task"] not in ALL_TASKS:
+            raise X2IError(f"{where}: task must be one of {', '.join(ALL_TASKS)}")
         case.setdefault("lang", "en")
         if not isinstance(case["lang"], str) or case["lang"] not in LANGUAGES:
             raise X2IError(f"{where}: lang must be one of {', '.join(LANGUAGES)}")
         _check_scene(case.get("expect"), where, complete=False)
-        needs_images = TASKS[case["task"]]["images"]
+        needs_images = ALL_TASKS[case["task"]]["images"]
         images = case.get("images", [])
         if not isinstance(images, list) or len(images) < needs_images or (needs_images == 0 and images):
             raise X2IError(f"{where}: a {case['task']} case takes {needs_images or 'no'} input image(s)")
         for scene in images:
             _check_scene(scene, where, complete=True)
+        if case["task"] in MEDIA_TASKS:
+            _check_file(case, where, path.parent)
         if "text" in case and not isinstance(case["text"], str):
             raise X2IError(f"{where}: a case's text is a string")
         if case["task"] == "imagetext2image" and "text" not in case:
@@ -113,21 +150,63 @@ def load_cases(path: str | Path) -> list[dict]:
     return cases
 
 
+FILES = {"audio": Audio.load, "video": Video.load, "document": load_image}
+LAST_FRAME = "draw the last frame"  # a video2image case's request
+
+
+def _check_file(case: dict, where: str, base: Path) -> None:
+    """A file task's file exists and opens; its path becomes absolute (files are relative to the
+    case file)."""
+    kind = MEDIA_TASKS[case["task"]]["file"]
+    if not isinstance(case.get(kind), str):
+        raise X2IError(f"{where}: a {case['task']} case names its {kind} file (\"{kind}\": PATH, relative to the case file)")
+    case[kind] = str(base / case[kind])
+    try:
+        FILES[kind](case[kind])
+    except X2IError as e:
+        raise X2IError(f"{where}: {e}") from e
+
+
 class CaseInputs(NamedTuple):
     text: str
-    images: list
+    media: list  # images, sound and clips, in the order the model reads them
 
 
 def case_inputs(case: dict, rng: random.Random) -> CaseInputs:
-    """The text and images a case puts to a model, worded and rendered by the world."""
-    images = [render(scene, rng) for scene in case.get("images", [])]
+    """The text and media a case puts to a model, worded and rendered by the world."""
+    media = [render(scene, rng) for scene in case.get("images", [])]
+    if case["task"] in MEDIA_TASKS:
+        kind = MEDIA_TASKS[case["task"]]["file"]
+        return CaseInputs(case.get("text", LAST_FRAME if kind == "video" else ""), [FILES[kind](case[kind])])
     if "text" in case:
-        return CaseInputs(case["text"], images)
+        return CaseInputs(case["text"], media)
     if case["task"] == "text2image":
-        return CaseInputs(caption(case["expect"], case["lang"], rng), images)
+        return CaseInputs(caption(case["expect"], case["lang"], rng), media)
     if case["task"] == "imagetext2image":
-        return CaseInputs(instruction(case["images"][0], case["instruction"], case["lang"], rng), images)
-    return CaseInputs("", images)
+        return CaseInputs(instruction(case["images"][0], case["instruction"], case["lang"], rng), media)
+    return CaseInputs("", media)
+
+
+def readers(cases: list[dict], mllm: str | None) -> dict[str, list[int]]:
+    """The cases each MLLM reads: all of them `mllm`'s, or each the first shipped reader's that
+    takes its media. A case no reader takes is one line, before any model loads."""
+    from x2i.inference.loaders import encoder_class
+    from x2i.inference.locations import SHIPPED, locate
+
+    names = [mllm] if mllm else [name for name, parts in SHIPPED.items() if "mllm" in parts]
+    takes = {name: encoder_class(locate(name, "mllm")).takes for name in names}
+    kinds = {"images": Image.Image, "document": Image.Image, "audio": Audio, "video": Video}
+    said = {Image.Image: "images", Audio: "sound", Video: "video"}
+    chosen = defaultdict(list)
+    for i, case in enumerate(cases):
+        needs = {kinds[key] for key in kinds if case.get(key)}
+        name = next((n for n in names if needs <= set(takes[n])), None)
+        if name is None:
+            gives = f"case {i + 1} ({case['task']}) gives {' and '.join(sorted(said[k] for k in needs))}"
+            raise X2IError(f"{gives}, which the MLLM {mllm} does not take; pass one that does" if mllm else
+                           f"{gives}, which no shipped reader ({', '.join(names)}) takes; pass --mllm with one that does")
+        chosen[name].append(i)
+    return dict(chosen)
 
 
 # ---- scoring ------------------------------------------------------------------------------------
@@ -135,7 +214,7 @@ def case_inputs(case: dict, rng: random.Random) -> CaseInputs:
 
 def summarize(results: list[dict]) -> dict:
     """overall / by_task / by_lang / by_objects fractions of correct images; for the student also
-    by_road, and roads: how many cases took each road."""
+    by_road, and roads: how many cases took each road; readers: how many each MLLM read."""
     if not results:
         return {}
     groups = defaultdict(list)
@@ -164,30 +243,40 @@ def summarize(results: list[dict]) -> dict:
     if any(k.startswith("road:") for k in groups):  # the student: which road its cases took, and how each scored
         summary["by_road"] = part("road:")
         summary["roads"] = {k[len("road:"):]: len(v) for k, v in sorted(groups.items()) if k.startswith("road:")}
+    if any("reader" in r for r in results):  # and which MLLM read them
+        summary["readers"] = dict(sorted(Counter(r["reader"] for r in results).items()))
     return summary
 
 
-def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: str = "mini", alignnet: str = "mini",
+def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: str | None = None, alignnet: str | None = None,
              lightcontrol: str | None = None, lora: str | None = None, lora_scale: float = 1.0, lightcontrol_scale: float = 1.0,
              condition_on: str | None = None, seed: int = 0, steps: int = 20, device: str = "cpu",
              flux_loras: list[tuple[str, float]] = ()) -> tuple[dict, list[dict]]:
     """`x2i eval`: the report ({"teacher": summary, "student": summary, "n": cases}; a model not
-    scored is None) and every judged result. The student denoises with the teacher's FLUX, and
+    scored is None) and every judged result. The student reads each case with `mllm` (default: the
+    first shipped reader that takes the case's media) and its AlignNet (default: the reader's own
+    when it is a shipped one, else the mini AlignNet), and denoises with the teacher's FLUX;
     community FLUX LoRAs (`flux_loras`) adapt both alike."""
     from x2i.inference.loaders import load_flux
+    from x2i.inference.locations import SHIPPED
     from x2i.inference.lora import load_flux_loras
     from x2i.inference.pipeline import X2IPipeline
 
     report, results = {"teacher": None, "student": None, "n": len(cases)}, []
+    chosen = readers(cases, mllm) if models in ("both", "student") else {}
     if models in ("both", "teacher"):
         teacher = load_flux(flux, text_encoders=True).to(device)
         load_flux_loras(teacher, flux_loras)
         results += run_teacher(teacher, cases, seed=seed, steps=steps)
         report["teacher"] = summarize(results)
-    if models in ("both", "student"):
-        student = X2IPipeline.from_pretrained(mllm, flux, alignnet, device=device, lightcontrol=lightcontrol, lora=lora, lora_scale=lora_scale,
+    student_results = []
+    for reader, indices in chosen.items():
+        own = alignnet or (reader if "alignnet" in SHIPPED.get(reader, {}) else "mini")
+        student = X2IPipeline.from_pretrained(reader, flux, own, device=device, lightcontrol=lightcontrol, lora=lora, lora_scale=lora_scale,
                                               flux_loras=flux_loras)
-        student_results = run_student(student, cases, seed=seed, steps=steps, condition_on=condition_on, lightcontrol_scale=lightcontrol_scale)
+        student_results += [{**r, "reader": reader} for r in run_student(
+            student, cases, seed=seed, steps=steps, condition_on=condition_on, lightcontrol_scale=lightcontrol_scale, chosen=indices)]
+    if chosen:
         report["student"] = summarize(student_results)
         results += student_results
     return report, results
@@ -216,24 +305,26 @@ def run_teacher(teacher, cases: list[dict], seed: int, steps: int, batch: int = 
 
 @torch.no_grad()
 def run_student(pipeline, cases: list[dict], seed: int, steps: int, batch: int = 32, progress: bool = True, condition_on: str | None = None,
-                lightcontrol_scale: float = 1.0):
+                lightcontrol_scale: float = 1.0, chosen: list[int] | None = None):
     """Images from X2I (MLLM -> AlignNet -> FLUX) for every case, with the teacher's wording and noise
     (the same CPU generators as `run_teacher`, on every device); `condition_on` (default: the
     pipeline's) and `lightcontrol_scale` as in X2IPipeline. A LightControl branch, when the pipeline
     has one, serves every case with an input image: text-only cases and image cases never share a
-    batch. Each result says which road its case took and the MLLM's answer, if one was written."""
-    text_only = [(i, c) for i, c in enumerate(cases) if not c.get("images")]
-    with_images = [(i, c) for i, c in enumerate(cases) if c.get("images")]
+    batch. Each result says which road its case took and the MLLM's answer, if one was written.
+    `chosen`: the indices of the cases to run (default: all)."""
+    part_of = [(i, cases[i]) for i in (range(len(cases)) if chosen is None else chosen)]
+    text_only = [(i, c) for i, c in part_of if not c.get("images")]
+    with_images = [(i, c) for i, c in part_of if c.get("images")]
     batches = [group[start : start + batch] for group in (text_only, with_images) for start in range(0, len(group), batch)]
     results = []
     for part in tqdm(batches, desc="student", disable=not progress):
         inputs = [case_inputs(c, random.Random(seed + i)) for i, c in part]
-        requests = [Request(text, imgs) for text, imgs in inputs]
+        requests = [Request(text, media) for text, media in inputs]
         readings = pipeline.plan(requests, condition_on)
         images = pipeline(
             requests, height=64, width=64, num_inference_steps=steps, readings=readings,
             generator=[torch.Generator().manual_seed(seed + i) for i, _ in part], show_progress=False,
-            lightcontrol_scale=lightcontrol_scale if inputs[0].images else 0.0,
+            lightcontrol_scale=lightcontrol_scale if part[0][1].get("images") else 0.0,  # the branch keeps a source image
         )
         for (i, case), (text, _), image, reading in zip(part, inputs, images, readings):
             results.append({**_judged(i, case, text, image, "student"), "road": reading.road, "answer": reading.answer})
@@ -256,5 +347,5 @@ def save_results(results: list[dict], directory: str | Path) -> None:
             r["image"].save(directory / name)
             row = {"case": r["case"], "text": r["text"], "image": name, "model": r["model"],
                    "reading": r["reading"], "correct": r["correct"]}
-            row.update({k: r[k] for k in ("road", "answer") if k in r})
+            row.update({k: r[k] for k in ("road", "answer", "reader") if k in r})
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

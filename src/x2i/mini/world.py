@@ -7,7 +7,7 @@ may be left out (any value passes); `render` fills what is missing at random.
     render(scene, rng)               a 64x64 RGB image
     apply_edit(scene, op)            the scene an edit op produces
     random_scene / random_edit       sampling, for training data and eval cases
-    TASKS                            what each task puts to a model
+    TASKS, MEDIA_TASKS               what each task puts to a model
 
 Its words (captions, instructions in five languages) are in `x2i.mini.language`.
 """
@@ -34,6 +34,15 @@ TASKS = {
     "imagetext2image": {"images": 1, "text": True},
     "multiimage2image": {"images": 2, "text": False},
 }
+# The tasks that hear, watch and read, made only when asked for: the scene's caption spoken in any
+# language, a clip whose last frame is the scene ("draw the last frame"), the caption as a document
+# page in any language. Their input is a file (`x2i.mini.media` makes it), written beside the cases.
+MEDIA_TASKS = {
+    "audio2image": {"images": 0, "text": True, "file": "audio"},
+    "video2image": {"images": 0, "text": False, "file": "video"},
+    "document2image": {"images": 0, "text": True, "file": "document"},
+}
+ALL_TASKS = {**TASKS, **MEDIA_TASKS}
 
 IMAGE_SIZE = 64
 RGB = {
@@ -89,7 +98,8 @@ def complete(scene: dict, rng: random.Random) -> dict:
 def render(scene: dict, rng: random.Random | None = None, jitter: bool = True, aspect: float = 1.0) -> Image.Image:
     """Draw the scene at 4x and downsample, for clean anti-aliased edges. Small random shifts and
     size changes (`jitter`) keep a model from learning single pixels. `aspect`: every shape's height
-    as a share of its width (the squat style of the `mini-style` LoRA draws SQUAT)."""
+    as a share of its width (the squat style of the `mini-style` LoRA draws SQUAT). An object's
+    "at" (x, y), where given, places it between the positions (a clip's frames in motion)."""
     rng = rng or random.Random(0)
     scene = complete(scene, rng)
     scale = 4
@@ -97,7 +107,7 @@ def render(scene: dict, rng: random.Random | None = None, jitter: bool = True, a
     canvas = Image.new("RGB", (IMAGE_SIZE * scale, IMAGE_SIZE * scale), background)
     draw = ImageDraw.Draw(canvas)
     for obj in scene["objects"]:
-        cx, cy = CENTERS[obj["position"]]
+        cx, cy = obj.get("at") or CENTERS[obj["position"]]
         r = HALF_EXTENT[obj["size"]]
         if jitter:
             cx, cy, r = cx + rng.uniform(-1.5, 1.5), cy + rng.uniform(-1.5, 1.5), r * rng.uniform(0.92, 1.08)

@@ -1,0 +1,173 @@
+"""The world heard, watched and read: a caption spoken, a scene coming together in a clip, a
+caption typeset as a document. Made with real tools: speech by espeak-ng (Debian's `espeak-ng`),
+clips encoded by FFmpeg through PyAV (mp4) or by Pillow (gif), pages set in real fonts (Debian's
+`fonts-dejavu-core`, `fonts-liberation`, `fonts-noto-cjk`).
+
+    speak(text, lang, rng)      mono float32 samples and their rate: varied voice, rate, pitch, a little noise
+    write_wav(path, samples, rate)
+    clip_frames(scene, rng)     the frames of a clip whose last frames show `scene`
+    write_clip(path, frames)    .mp4 or .gif
+    document(text, lang, rng)   a page (PIL image) that shows `text`
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from x2i.errors import X2IError
+from x2i.mini.world import CENTERS, POSITIONS, render
+
+# ---- speech -------------------------------------------------------------------------------------
+
+# espeak-ng's voices for each language, and the variants (speakers) laid over them.
+VOICES = {"en": ("en-us", "en-gb"), "zh": ("cmn",), "fr": ("fr",), "de": ("de",), "es": ("es", "es-419")}
+VARIANTS = ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")
+
+
+def speak(text: str, lang: str, rng: random.Random) -> tuple[np.ndarray, int]:
+    """`text` spoken by espeak-ng in `lang` by a speaker drawn from `rng` (voice, variant, words per
+    minute, pitch), with white noise 25-45 dB under the speech."""
+    if shutil.which("espeak-ng") is None:
+        raise X2IError("speech needs espeak-ng: install it (apt-get install espeak-ng)")
+    voice = f"{rng.choice(VOICES[lang])}+{rng.choice(VARIANTS)}"
+    command = ["espeak-ng", "-v", voice, "-s", str(rng.randint(130, 200)), "-p", str(rng.randint(30, 70)), "--stdout", text]
+    spoken = subprocess.run(command, capture_output=True, check=True).stdout
+    with wave.open(io.BytesIO(spoken)) as f:
+        rate = f.getframerate()
+        samples = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+    noise = np.random.default_rng(rng.getrandbits(32)).standard_normal(samples.size).astype(np.float32)
+    level = np.sqrt(np.mean(samples**2)) * 10 ** (-rng.uniform(25, 45) / 20)
+    return np.clip(samples + level * noise, -1, 1), rate
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:
+    """16-bit mono PCM."""
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
+
+
+# ---- clips --------------------------------------------------------------------------------------
+
+CLIP_FPS = 8  # the file's frame rate; readers sample it at their own (Qwen: 2 fps)
+
+
+def clip_frames(scene: dict, rng: random.Random) -> list[Image.Image]:
+    """A short clip that ends on `scene`: its objects arriving one by one (each first seen where it
+    stays), or the last object sliding in from another place. The last second is still, so that
+    the last frames a reader samples show the scene."""
+    objects = scene["objects"]
+    frames = []
+    if rng.random() < 0.5:  # arriving one by one, after a moment of empty background
+        background_scene = {"objects": []}
+        shown = [background_scene] + [{"objects": objects[: k + 1]} for k in range(len(objects))]
+        layout = random.Random(rng.getrandbits(32))  # one jitter for the whole clip: the objects stay put
+        state = layout.getstate()
+        for part in shown:
+            hold = rng.randint(CLIP_FPS // 2, CLIP_FPS)
+            layout.setstate(state)
+            frames += [render(part, layout)] * hold
+    else:  # the last object slides to its place from another one
+        moving = objects[-1]
+        start = rng.choice([p for p in POSITIONS if p != moving["position"]])
+        steps = rng.randint(CLIP_FPS, 2 * CLIP_FPS)
+        (x0, y0), (x1, y1) = CENTERS[start], CENTERS[moving["position"]]
+        seed = rng.getrandbits(32)
+        for k in range(steps):
+            t = k / (steps - 1)
+            at = {**moving, "at": (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t)}
+            frames.append(render({"objects": [*objects[:-1], at]}, random.Random(seed)))
+    frames += [frames[-1]] * CLIP_FPS  # the last second, still
+    return frames
+
+
+def write_clip(path: str | Path, frames: list[Image.Image], fps: int = CLIP_FPS) -> None:
+    """An H.264 mp4 (yuv420p, through PyAV) or a looping gif (Pillow), by `path`'s suffix."""
+    path = Path(path)
+    if path.suffix == ".gif":
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=1000 // fps, loop=0)
+        return
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_image(frame)))
+        container.mux(stream.encode(None))
+
+
+# ---- documents ----------------------------------------------------------------------------------
+
+DEBIAN_FONTS = Path("/usr/share/fonts")
+LATIN_FONTS = ("truetype/dejavu/DejaVuSans.ttf", "truetype/dejavu/DejaVuSerif.ttf", "truetype/liberation/LiberationSans-Regular.ttf",
+               "truetype/liberation/LiberationSerif-Regular.ttf", "truetype/dejavu/DejaVuSansMono.ttf")
+CJK_FONTS = ("opentype/noto/NotoSansCJK-Regular.ttc", "opentype/noto/NotoSerifCJK-Regular.ttc")
+PAGE = (256, 128)  # width, height: inside the mini Qwen2.5-VL's pixel bound, so it is read at full size
+INK = ((20, 20, 20), (40, 40, 90), (70, 30, 30))
+PAPER = ((255, 255, 255), (250, 248, 240), (236, 240, 246))
+
+
+def fonts(lang: str) -> list[Path]:
+    """The installed fonts that write `lang` (CJK fonts write every language)."""
+    names = CJK_FONTS if lang == "zh" else LATIN_FONTS + CJK_FONTS
+    found = [DEBIAN_FONTS / name for name in names if (DEBIAN_FONTS / name).is_file()]
+    if not found:
+        package = "fonts-noto-cjk" if lang == "zh" else "fonts-dejavu-core fonts-liberation"
+        raise X2IError(f"documents in {lang} need fonts: install them (apt-get install {package})")
+    return found
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, lang: str) -> list[str]:
+    """Lines that fit `width`: at spaces, or between any two characters in Chinese."""
+    pieces = list(text) if lang == "zh" else text.split(" ")
+    joiner = "" if lang == "zh" else " "
+    lines = [pieces[0]]
+    for piece in pieces[1:]:
+        if draw.textlength(lines[-1] + joiner + piece, font=font) <= width:
+            lines[-1] += joiner + piece
+        else:
+            lines.append(piece)
+    return lines
+
+
+def document(text: str, lang: str, rng: random.Random) -> Image.Image:
+    """`text` on a page as a screenshot shows it, in one of three layouts: a note (the text
+    alone), a card (a title bar above it), a chat (the text in a bubble); font, size, ink and
+    paper drawn from `rng`. Sizes are chosen so that the whole text fits."""
+    page = Image.new("RGB", PAGE, rng.choice(PAPER))
+    draw = ImageDraw.Draw(page)
+    layout = rng.choice(("note", "card", "chat"))
+    font_path = rng.choice(fonts(lang))
+    top, left, width = 10, 10, PAGE[0] - 20
+    if layout == "card":
+        bar = rng.choice(((60, 90, 160), (80, 80, 80), (40, 130, 90)))
+        draw.rectangle([0, 0, PAGE[0], 18], fill=bar)
+        top = 26
+    elif layout == "chat":
+        left, width = 18, PAGE[0] - 44
+    for size in range(rng.randint(15, 18), 9, -1):  # the largest size (from a drawn start) at which the text fits
+        font = ImageFont.truetype(str(font_path), size)
+        lines = _wrap(draw, text, font, width, lang)
+        line_height = int(size * 1.3)
+        if top + line_height * len(lines) <= PAGE[1] - 8:
+            break
+    if layout == "chat":
+        text_width = max(draw.textlength(line, font=font) for line in lines)
+        draw.rounded_rectangle([left - 8, top - 5, left + text_width + 8, top + line_height * len(lines) + 3], radius=8, fill=(190, 225, 190))
+    ink = rng.choice(INK)
+    for k, line in enumerate(lines):
+        draw.text((left, top + k * line_height), line, font=font, fill=ink)
+    return page
