@@ -78,6 +78,30 @@ def write_clip(path, frames=12, fps=4, size=(64, 48), codec="mpeg4"):
     return path
 
 
+def write_clip_with_sound(path, seconds=3, fps=4, size=(64, 48), frequency=440.0, rate=16000):
+    """An mp4 of a moving bar (MPEG-4 video) with a sine tone as its sound track (AAC)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=fps)
+        video.width, video.height = size
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=rate, layout="mono")
+        for i in range(seconds * fps):
+            image = np.zeros((size[1], size[0], 3), np.uint8)
+            image[:, (5 * i) % size[0] : (5 * i) % size[0] + 6] = (255, 60, 0)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        t = np.arange(seconds * rate) / rate
+        tone = (0.5 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)[None]
+        for start in range(0, tone.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, start : start + 1024]), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            container.mux(audio.encode(frame))
+        container.mux(video.encode())
+        container.mux(audio.encode())
+    return path
+
+
 def write_sound(path, seconds=1.0, rate=44100, frequency=440.0, channels=2, codec="pcm_s16le"):
     """A sine tone, stereo by default, in the format `codec` writes (wav, flac, mp3, ...)."""
     import av

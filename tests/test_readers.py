@@ -5,7 +5,7 @@ refusals of what a reader cannot take."""
 import numpy as np
 import pytest
 import torch
-from conftest import random_image, write_clip, write_sound
+from conftest import random_image, write_clip, write_clip_with_sound, write_sound
 
 from x2i.errors import X2IError
 from x2i.inference.loaders import encoder_class, load_encoder
@@ -134,6 +134,45 @@ def test_audio_positions_are_the_thinkers_own(encoders, clips):
     temporal = positions[1, 0][is_audio]
     assert temporal.numel() == 25  # one second of sound
     assert torch.equal(temporal - temporal[0], torch.arange(25))
+
+
+@pytest.fixture(scope="module")
+def sounding(tmp_path_factory):
+    """A 3 s clip with a tone as its sound track, and the same frames without it."""
+    clip = Video.load(write_clip_with_sound(tmp_path_factory.mktemp("sounding") / "clip.mp4"))
+    return clip, Video(clip.path, clip.duration, clip.fps)
+
+
+def test_omni_hears_the_sound_inside_a_clip(encoders, sounding):
+    """use_audio_in_video: the track's tokens sit inside the clip's span, interleaved with its frames
+    in 2-second chunks; the pass equals the first step of generate() given the same switch, and the
+    prompt is the one transformers' processor makes from the decoded track."""
+    encoder = encoders["qwen2_5_omni"]
+    config = encoder.model.config
+    clip, silent = sounding
+    request = Request("draw what you see and hear", [clip])
+    inputs = encoder.prepare([request])
+    assert inputs["use_audio_in_video"] is True
+    ids = inputs["input_ids"][0].tolist()
+    video = [i for i, t in enumerate(ids) if t == config.video_token_id]
+    audio = [i for i, t in enumerate(ids) if t == config.audio_token_id]
+    assert len(audio) == 75  # 3 s of sound at 25 tokens a second
+    assert video[0] < audio[0] < video[-1] < audio[-1]  # chunk 1 of frames, chunk 1 of sound, chunk 2 of frames, ...
+    assert ids[video[0] - 2 : video[0]] == [config.vision_start_token_id, config.audio_start_token_id]
+    reference = encoder.processor(
+        text=[encoder.prompt_text(request)], videos=[clip.frames(encoder.video_fps)], fps=encoder.video_fps,
+        audio=[clip.sound.decode(16000)], audio_from_video_indices=[0], load_audio_from_video=True, return_tensors="pt",
+    )
+    assert torch.equal(reference["input_ids"], inputs["input_ids"])
+    ours = encoder.encode([request]).hidden_states
+    torch.testing.assert_close(ours, generate_first_step(encoder, inputs), rtol=0, atol=1e-6)
+    assert not torch.allclose(ours[:, -1, -1], encoder.encode([Request("draw what you see and hear", [silent])]).hidden_states[:, -1, -1])
+
+
+def test_omni_reads_clips_with_and_without_sound_apart(encoders, sounding):
+    clip, silent = sounding
+    with pytest.raises(X2IError, match="every clip read together or of none"):
+        encoders["qwen2_5_omni"].prepare([Request("a", [clip]), Request("b", [silent])])
 
 
 def test_a_reader_refuses_what_it_cannot_take(encoders, clips, tiny_readers):

@@ -45,7 +45,6 @@ def build_bpe_tokenizer(special_tokens: list[str], corpus: list[str] | None = No
     """A byte-level BPE tokenizer in Qwen2's format (the tokenizer of all three readers), trained on
     `corpus` (bytes only when empty); `special_tokens[0]` pads."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2TokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -57,12 +56,19 @@ def build_bpe_tokenizer(special_tokens: list[str], corpus: list[str] | None = No
         show_progress=False,
     )
     tok.train_from_iterator(corpus or [], trainer=trainer)
+    return qwen_tokenizer(tok, special_tokens[0], **kwargs)
+
+
+def qwen_tokenizer(tok, pad_token: str, **kwargs):
+    """A `tokenizers` tokenizer as a Qwen2 tokenizer (ends turns with <|im_end|>, pads on the left)."""
+    from transformers import Qwen2TokenizerFast
+
     return Qwen2TokenizerFast(
         tokenizer_object=tok,
         unk_token=None,
         bos_token=None,
         eos_token="<|im_end|>",
-        pad_token=special_tokens[0],
+        pad_token=pad_token,
         padding_side="left",  # X2I's AlignNet was trained on left-padded prompts
         **kwargs,
     )
@@ -145,6 +151,23 @@ def save_qwen2_5_vl(model, tokenizer, image_processor, path: str | Path, video_p
     image_processor.save_pretrained(path)
     if video_pixels:
         QwenVideoProcessor(image_processor, video_pixels, video_pixels).save_pretrained(path)
+    return Path(path)
+
+
+def save_qwen2_5_omni(model, tokenizer, image_processor, path: str | Path, video_pixels: int, chunk_length: int = 30) -> Path:
+    """Save a Qwen2.5-Omni thinker so that `load_encoder(path)` loads it as it loads the real one:
+    Qwen2.5-Omni hears 16 kHz through 128 mel bins, in windows of `chunk_length` seconds (30 in the
+    real model), and its checkpoint keeps the image processor's and the Whisper feature extractor's
+    settings in one preprocessor_config.json."""
+    import json
+
+    from transformers import WhisperFeatureExtractor
+
+    save_qwen2_5_vl(model, tokenizer, image_processor, path, video_pixels=video_pixels)
+    config_file = Path(path) / "preprocessor_config.json"
+    settings = json.loads(config_file.read_text())
+    settings.update(WhisperFeatureExtractor(feature_size=128, chunk_length=chunk_length).to_dict())
+    config_file.write_text(json.dumps(settings, indent=2))
     return Path(path)
 
 

@@ -19,6 +19,7 @@ from x2i.architectures import (
     build_qwen2_5_vl,
     build_qwen_tokenizer,
     mrope_section,
+    save_qwen2_5_omni,
     save_qwen2_5_vl,
 )
 from x2i.inference.alignnet import AlignNet
@@ -105,7 +106,6 @@ def build_tiny_qwen2_5_omni(path: str | Path, seed: int = 0, num_layers: int = 2
         Qwen2_5OmniThinkerConfig,
         Qwen2_5OmniThinkerForConditionalGeneration,
         Qwen2VLImageProcessorPil,
-        WhisperFeatureExtractor,
     )
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *OMNI_TOKENS.values()]
@@ -134,14 +134,7 @@ def build_tiny_qwen2_5_omni(path: str | Path, seed: int = 0, num_layers: int = 2
     torch.manual_seed(seed)
     model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
     image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56)
-    save_qwen2_5_vl(model, tokenizer, image_processor, path, video_pixels=28 * 28)
-    # Qwen2.5-Omni hears 16 kHz, 128 mel bins; its checkpoint keeps the image processor's and the
-    # feature extractor's settings in one preprocessor_config.json.
-    config_file = Path(path) / "preprocessor_config.json"
-    settings = json.loads(config_file.read_text())
-    settings.update(WhisperFeatureExtractor(feature_size=128, chunk_length=30).to_dict())
-    config_file.write_text(json.dumps(settings, indent=2))
-    return Path(path)
+    return save_qwen2_5_omni(model, tokenizer, image_processor, path, video_pixels=28 * 28)
 
 
 def build_tiny_flux(path: str | Path, seed: int = 0, joint_attention_dim: int = 32, pooled_projection_dim: int = 16, schnell: bool = False) -> Path:

@@ -10,6 +10,8 @@ so the core never imports the mini world's code to find them.
                   reflow LoRA fused in as it loads (`--flux mini-fewstep`; docs/transfer.md)
     mini-style    a style LoRA trained on the mini teacher with T5/CLIP alone, as community FLUX
                   LoRAs are (`--flux-lora mini-style`: shapes drawn squat)
+    mini-omni     the mini world's Qwen2.5-Omni thinker, which also hears (`--mllm mini-omni`); its
+                  language model is the mini MLLM's, so the mini AlignNet is its AlignNet
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ SHIPPED = {
     # A derivative shipped as its base and the LoRA that makes it, fused in when it loads.
     "mini-fewstep": {"flux": _WEIGHTS / "teacher", "fused_lora": _WEIGHTS / "fewstep"},
     "mini-style": {"lora": _WEIGHTS / "style"},
+    "mini-omni": {"mllm": _WEIGHTS / "omni", "alignnet": _WEIGHTS / "alignnet"},
 }
 # The denoising steps each shipped FLUX is measured at (every mini score: 20); any other FLUX gets
 # FLUX.1-dev's usual 28 unless told (schnell-like models: --steps 4).
@@ -56,6 +59,11 @@ def locate(location: str | Path, part: str) -> Path | str:
         return hub_or_cache(str(location), part)
     shipped = " / ".join(k for k, parts in SHIPPED.items() if part in parts)
     raise X2IError(f"{name} {location} does not exist (give a local directory, a hub id like org/name, or {shipped})")
+
+
+def default_alignnet(mllm: str | Path) -> str:
+    """The AlignNet read when none is named: a shipped reader's own, else the mini one."""
+    return str(mllm) if "alignnet" in SHIPPED.get(str(mllm), {}) else "mini"
 
 
 def fused_lora(flux: str | Path) -> Path | None:

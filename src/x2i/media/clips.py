@@ -114,11 +114,22 @@ class Audio:
 
 @dataclass
 class Video:
-    """A video clip (mp4, webm, gif, ...), decoded on demand into RGB frames at a stated fps."""
+    """A video clip: a file (mp4, webm, gif, ...) decoded on demand into RGB frames at a stated
+    fps, or frames already in memory."""
 
-    path: Path
+    path: Path | None
     duration: float  # seconds
-    fps: float  # the file's own frame rate
+    fps: float  # the clip's own frame rate
+    clip: list[np.ndarray] | None = field(default=None, repr=False)
+    sound: Audio | None = None  # the file's sound track, if it has one
+
+    @classmethod
+    def from_frames(cls, frames, fps: float) -> Video:
+        """Frames in memory (PIL images or uint8 arrays [H, W, 3]) shown at `fps`."""
+        clip = [np.asarray(f.convert("RGB") if hasattr(f, "convert") else f, dtype=np.uint8) for f in frames]
+        if not clip or fps <= 0 or any(f.ndim != 3 or f.shape[2] != 3 or f.shape != clip[0].shape for f in clip):
+            raise X2IError("a clip is one or more RGB frames of one size, at a positive fps")
+        return cls(path=None, duration=len(clip) / fps, fps=fps, clip=clip)
 
     @classmethod
     def load(cls, path: str | Path) -> Video:
@@ -133,13 +144,14 @@ class Video:
                 times = [frame.time for frame in container.decode(stream)]
                 rate = rate or (len(times) / max(times[-1], 1e-6) if len(times) > 1 else 1.0)
                 duration = len(times) / rate
+            has_sound = bool(container.streams.audio)
         if duration <= 0:
             raise X2IError(f"{path} is an empty video clip")
-        return cls(path=path, duration=duration, fps=rate)
+        return cls(path=path, duration=duration, fps=rate, sound=Audio.load(path) if has_sound else None)
 
     @property
     def name(self) -> str:
-        return str(self.path)
+        return str(self.path) if self.path else "video"
 
     def frames(self, fps: float = VIDEO_FPS, max_frames: int = MAX_VIDEO_FRAMES) -> list[np.ndarray]:
         """RGB frames (uint8 [H, W, 3]) sampled at `fps`: for each time k / fps, the last frame shown by
@@ -155,6 +167,8 @@ class Video:
             )
             wanted = max_frames
         times = [k / fps for k in range(wanted)]
+        if self.clip is not None:  # frame i is shown from i / self.fps on
+            return [self.clip[min(len(self.clip) - 1, math.floor(t * self.fps + 1e-6))] for t in times]
         frames: list[np.ndarray] = []
         with av.open(str(self.path)) as container:
             shown = None

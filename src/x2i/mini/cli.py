@@ -105,12 +105,17 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
             add_options(parser, getattr(derivatives, config))
         parser.set_defaults(run=run_train_derivative)
 
-    mllm = steps.add_parser("train-mllm", help="rebuild the mini Qwen2.5-VL", formatter_class=DEFAULTS)
+    mllm = steps.add_parser("train-mllm", help="rebuild the mini Qwen2.5-VL, or the mini Qwen2.5-Omni (its ears)", formatter_class=DEFAULTS)
     mllm.add_argument("--out", type=Path, required=True)
+    mllm.add_argument("--reader", choices=("qwen2_5_vl", "qwen2_5_omni"), default="qwen2_5_vl",
+                      help="qwen2_5_vl: the mini Qwen2.5-VL, from scratch; qwen2_5_omni: the mini Qwen2.5-Omni, a new audio encoder "
+                      "on the mini Qwen2.5-VL (its options: --vision-language, --asr-steps, --hear-*, --audio-*)")
     if with_recipes:
         from x2i.mini.mllm import MLLMConfig
+        from x2i.mini.omni import OmniConfig
 
         add_options(mllm, MLLMConfig)
+        add_options(mllm, OmniConfig, skip=("seed",))
     mllm.set_defaults(run=run_train_mllm)
 
 
@@ -213,11 +218,15 @@ def run_train_derivative(args) -> None:
 
 def run_train_mllm(args) -> None:
     from x2i.mini.mllm import MLLMConfig, train_mllm
+    from x2i.mini.omni import OmniConfig, train_omni
     from x2i.options import config_from_args
 
     start = time.time()
-    path = train_mllm(config_from_args(MLLMConfig, args), args.out)
-    print(f"wrote the mini MLLM to {path} in {time.time() - start:.0f} s")
+    if args.reader == "qwen2_5_omni":
+        path = train_omni(config_from_args(OmniConfig, args), args.out)
+    else:
+        path = train_mllm(config_from_args(MLLMConfig, args), args.out)
+    print(f"wrote the mini {'Qwen2.5-Omni' if args.reader == 'qwen2_5_omni' else 'MLLM'} to {path} in {time.time() - start:.0f} s")
 
 
 def run_readout(args) -> None:

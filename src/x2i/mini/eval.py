@@ -31,6 +31,7 @@ from x2i.inference.request import Request
 from x2i.media import Audio, Video, load_image
 from x2i.mini.judge import read_objects, scene_correct
 from x2i.mini.language import caption, instruction
+from x2i.mini.media import LAST_FRAME
 from x2i.mini.world import (
     ATTRIBUTES,
     EDIT_OPS,
@@ -151,7 +152,6 @@ def load_cases(path: str | Path) -> list[dict]:
 
 
 FILES = {"audio": Audio.load, "video": Video.load, "document": load_image}
-LAST_FRAME = "draw the last frame"  # a video2image case's request
 
 
 def _check_file(case: dict, where: str, base: Path) -> None:
@@ -258,7 +258,7 @@ def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: 
     when it is a shipped one, else the mini AlignNet), and denoises with the teacher's FLUX;
     community FLUX LoRAs (`flux_loras`) adapt both alike."""
     from x2i.inference.loaders import load_flux
-    from x2i.inference.locations import SHIPPED
+    from x2i.inference.locations import default_alignnet
     from x2i.inference.lora import load_flux_loras
     from x2i.inference.pipeline import X2IPipeline
 
@@ -271,8 +271,7 @@ def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: 
         report["teacher"] = summarize(results)
     student_results = []
     for reader, indices in chosen.items():
-        own = alignnet or (reader if "alignnet" in SHIPPED.get(reader, {}) else "mini")
-        student = X2IPipeline.from_pretrained(reader, flux, own, device=device, lightcontrol=lightcontrol, lora=lora, lora_scale=lora_scale,
+        student = X2IPipeline.from_pretrained(reader, flux, alignnet or default_alignnet(reader), device=device, lightcontrol=lightcontrol, lora=lora, lora_scale=lora_scale,
                                               flux_loras=flux_loras)
         student_results += [{**r, "reader": reader} for r in run_student(
             student, cases, seed=seed, steps=steps, condition_on=condition_on, lightcontrol_scale=lightcontrol_scale, chosen=indices)]

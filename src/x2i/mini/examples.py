@@ -9,6 +9,9 @@ The world's tasks put through `x2i.Request`, as X2I puts them to any MLLM:
 - conversation:     a caption and its answer, then the picture + an edit instruction -> the edited scene
                     (two turns, as `x2i.Session` puts them; real MLLMs are tuned on multi-turn chats)
 - question:         an image + a question                    -> a short answer
+- video2image:      a clip (and "draw the last frame", or nothing) -> the scene of its last frame
+- document2image:   a page showing a caption (any lang)     -> the scene
+- audio2image:      a caption spoken (any lang)              -> the scene (the mini Qwen2.5-Omni)
 
 and, for the first two stages of the recipe, captioned images and short texts of the world.
 """
@@ -19,7 +22,9 @@ import random
 from typing import NamedTuple
 
 from x2i.inference.request import Request
+from x2i.media import Audio, Video
 from x2i.mini.language import WORDS, caption, caption_with_spans, describe, edit
+from x2i.mini.media import CLIP_FPS, LAST_FRAME, clip_frames, document, speak
 from x2i.mini.world import (
     LANGUAGES,
     POSITIONS,
@@ -34,6 +39,8 @@ from x2i.mini.world import (
 TRAINING_MIX = {"text2image": 3, "image2image": 2, "imagetext2image": 4, "multiimage2image": 1, "conversation": 1, "question": 1}
 # The last stage's: weighted toward what is still wrong after the first, reasoning over an image and an instruction.
 EDIT_MIX = {"text2image": 2, "image2image": 1, "imagetext2image": 6, "multiimage2image": 1, "conversation": 2, "question": 1}
+# Watching and reading (the vision tower only): clips and documents, with the image tasks beside them.
+WATCH_MIX = {"video2image": 3, "document2image": 4, "image2image": 1, "imagetext2image": 2, "multiimage2image": 1, "conversation": 1}
 
 
 class Example(NamedTuple):
@@ -94,6 +101,13 @@ def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | N
         both = combine([a, b])
         return Example(Request("", [render(a, rng), render(b, rng)]), describe(both), both,
                        [(a["objects"][0], ("image", 0)), (b["objects"][0], ("image", 1))])
+    if task == "video2image":
+        clip = Video.from_frames(clip_frames(scene, rng), CLIP_FPS)
+        return Example(Request(rng.choice((LAST_FRAME, LAST_FRAME, "")), [clip]), describe(scene), scene, [])
+    if task == "audio2image":
+        return Example(Request("", [Audio.from_array(*speak(caption(scene, lang, rng), lang, rng))]), describe(scene), scene, [])
+    if task == "document2image":
+        return Example(Request("", [document(caption(scene, lang, rng), lang, rng)]), describe(scene), scene, [])
     q, answer = question(scene, rng)
     return Example(Request(q, [render(scene, rng)]), answer, scene, in_image)
 

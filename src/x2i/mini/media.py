@@ -6,7 +6,7 @@ clips encoded by FFmpeg through PyAV (mp4) or by Pillow (gif), pages set in real
     speak(text, lang, rng)      mono float32 samples and their rate: varied voice, rate, pitch, a little noise
     write_wav(path, samples, rate)
     clip_frames(scene, rng)     the frames of a clip whose last frames show `scene`
-    write_clip(path, frames)    .mp4 or .gif
+    write_clip(path, frames)    .mp4 or .gif (LAST_FRAME: what a clip's request asks)
     document(text, lang, rng)   a page (PIL image) that shows `text`
 """
 
@@ -38,7 +38,7 @@ def speak(text: str, lang: str, rng: random.Random) -> tuple[np.ndarray, int]:
     if shutil.which("espeak-ng") is None:
         raise X2IError("speech needs espeak-ng: install it (apt-get install espeak-ng)")
     voice = f"{rng.choice(VOICES[lang])}+{rng.choice(VARIANTS)}"
-    command = ["espeak-ng", "-v", voice, "-s", str(rng.randint(130, 200)), "-p", str(rng.randint(30, 70)), "--stdout", text]
+    command = ["espeak-ng", "-v", voice, "-s", str(rng.randint(140, 220)), "-p", str(rng.randint(30, 70)), "--stdout", text]
     spoken = subprocess.run(command, capture_output=True, check=True).stdout
     with wave.open(io.BytesIO(spoken)) as f:
         rate = f.getframerate()
@@ -59,7 +59,8 @@ def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:
 
 # ---- clips --------------------------------------------------------------------------------------
 
-CLIP_FPS = 8  # the file's frame rate; readers sample it at their own (Qwen: 2 fps)
+CLIP_FPS = 10  # the file's frame rate (a whole number of a GIF's centiseconds per frame); readers sample at their own (Qwen: 2 fps)
+LAST_FRAME = "draw the last frame"  # what a clip's request asks
 
 
 def clip_frames(scene: dict, rng: random.Random) -> list[Image.Image]:
@@ -134,13 +135,13 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, lang: str) -> 
     """Lines that fit `width`: at spaces, or between any two characters in Chinese."""
     pieces = list(text) if lang == "zh" else text.split(" ")
     joiner = "" if lang == "zh" else " "
-    lines = [pieces[0]]
-    for piece in pieces[1:]:
-        if draw.textlength(lines[-1] + joiner + piece, font=font) <= width:
+    lines = []
+    for piece in pieces:
+        if lines and draw.textlength(lines[-1] + joiner + piece, font=font) <= width:
             lines[-1] += joiner + piece
         else:
             lines.append(piece)
-    return lines
+    return lines or [""]
 
 
 def document(text: str, lang: str, rng: random.Random) -> Image.Image:

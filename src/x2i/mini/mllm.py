@@ -10,7 +10,11 @@ model. It is made in the three stages real MLLMs are made in (Qwen2.5-VL, LLaVA)
    frozen language model;
 3. instruction tuning, everything trained, on the world's tasks (`x2i.mini.examples`) put through
    the same `Qwen2_5_VLEncoder.chat` / `format_prompt` that X2I uses;
-4. stage 3 again, on a mix weighted toward edits and conversations (`EDIT_MIX`), at a lower rate.
+4. stage 3 again, on a mix weighted toward edits and conversations (`EDIT_MIX`), at a lower rate;
+5. watching and reading (`WATCH_MIX`): clips ("draw the last frame") and documents (OCR-style:
+   a page showing a caption in any language -> its scene), beside the image tasks, training the
+   vision tower only. The language model stays frozen, as in stage 2, so text reads exactly as
+   before and an AlignNet distilled on the model's text stays valid.
 
 Two training-only objectives stand in for properties measured in large MLLMs that a 4-layer model
 does not get by itself (docs/mini-world.md): the semantic hub (`x2i.mini.readout.hub_loss`: an
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import Qwen2VLImageProcessorPil
+from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
 from x2i.architectures import (
     QWEN_VL_CHAT_TEMPLATE,
@@ -34,9 +38,11 @@ from x2i.architectures import (
     save_qwen2_5_vl,
 )
 from x2i.inference.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
+from x2i.media import Audio
 from x2i.mini.examples import (
     EDIT_MIX,
     TRAINING_MIX,
+    WATCH_MIX,
     Example,
     caption_example,
     question,
@@ -44,6 +50,7 @@ from x2i.mini.examples import (
     text_document,
 )
 from x2i.mini.language import CJK, caption, describe, edit, words
+from x2i.mini.media import PAGE
 from x2i.mini.readout import english_word_ids, hub_loss, object_tokens
 from x2i.mini.world import (
     COLORS,
@@ -67,6 +74,9 @@ class MLLMConfig:
     steps: int = option(3500, "stage 3: instruction-tuning steps on the world's tasks")
     edit_steps: int = option(1500, "stage 4: instruction-tuning steps weighted toward edits and conversations (0: none)")
     edit_lr: float = option(3e-4, "stage 4's learning rate (its warm-up: half of --warmup)")
+    watch_steps: int = option(1200, "stage 5: clips and documents, the vision tower only (0: none)")
+    watch_lr: float = option(1e-3, "stage 5's learning rate")
+    start_from: str = option("", "a mini MLLM made by stages 1-4 (e.g. src/x2i/mini/weights/mllm): run only stage 5 on it")
     batch: int = option(32, "texts or requests per step")
     lr: float = option(1e-3, "learning rate (each stage: warm-up, then cosine decay)")
     warmup: int = option(200, "warm-up steps of each stage")
@@ -134,21 +144,45 @@ def answer_labels(encoder: Qwen2_5_VLEncoder, inputs, answers: list[str]) -> tor
 
 def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Path:
     torch.manual_seed(config.seed)
-    tokenizer = build_mini_tokenizer(config)
-    model = build_qwen2_5_vl(
-        tokenizer,
-        num_layers=config.num_layers,
-        hidden_size=config.hidden_size,
-        vision_depth=config.vision_depth,
-        vision_hidden_size=config.vision_hidden_size,
-        patch_size=config.patch_size,
-        seed=config.seed,
-    )
+    if config.start_from:
+        tokenizer = AutoTokenizer.from_pretrained(config.start_from)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(config.start_from)
+    else:
+        tokenizer = build_mini_tokenizer(config)
+        model = build_qwen2_5_vl(
+            tokenizer,
+            num_layers=config.num_layers,
+            hidden_size=config.hidden_size,
+            vision_depth=config.vision_depth,
+            vision_hidden_size=config.vision_hidden_size,
+            patch_size=config.patch_size,
+            seed=config.seed,
+        )
+    # Scenes (64 x 64) are read at their size, and a document page (PAGE) at its own.
     image_processor = Qwen2VLImageProcessorPil(
-        patch_size=config.patch_size, merge_size=2, min_pixels=IMAGE_SIZE**2, max_pixels=IMAGE_SIZE**2
+        patch_size=model.config.vision_config.patch_size, merge_size=2, min_pixels=IMAGE_SIZE**2, max_pixels=PAGE[0] * PAGE[1]
     )
     out = save_qwen2_5_vl(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2)  # the processor comes back as X2I loads it
     encoder = Qwen2_5_VLEncoder(model, Qwen2_5_VLEncoder.load_processor(out))
+    if not config.start_from:
+        train_language_and_tasks(model, tokenizer, encoder, config, progress)
+    if config.watch_steps:
+        # Stage 5: the vision tower learns clips and documents beside the images it already reads.
+        rng = random.Random(config.seed + 5005)
+        model.requires_grad_(False)
+        vision = list(model.model.visual.parameters())
+        for p in vision:
+            p.requires_grad_(True)
+        model.train()
+        train_loop("mini MLLM 5/5 watching and reading", config.watch_steps, vision,
+                   lambda _: batch_loss(model, encoder, [sample_with_scene(rng, mix=WATCH_MIX) for _ in range(config.batch)]),
+                   lr=config.watch_lr, warmup=config.warmup // 2, clip=vision, progress=progress)
+    model.eval()
+    return save_qwen2_5_vl(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2)
+
+
+def train_language_and_tasks(model, tokenizer, encoder: Qwen2_5_VLEncoder, config: MLLMConfig, progress: bool) -> None:
+    """Stages 1 to 4."""
     word_ids = english_word_ids(tokenizer) if config.hub_weight else None
     probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
     rng = random.Random(config.seed + 1)
@@ -173,9 +207,9 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
 
     language, vision = list(model.model.language_model.parameters()) + list(model.lm_head.parameters()), list(model.model.visual.parameters())
     stages = [
-        ("mini MLLM 1/4 language", config.text_steps, language, language_step),
-        ("mini MLLM 2/4 captions", config.caption_steps, vision, caption_step),  # the language model frozen
-        ("mini MLLM 3/4 instructions", config.steps, [*model.parameters(), *probe.parameters()], instruction_steps(rng, TRAINING_MIX, probe)),
+        ("mini MLLM 1/5 language", config.text_steps, language, language_step),
+        ("mini MLLM 2/5 captions", config.caption_steps, vision, caption_step),  # the language model frozen
+        ("mini MLLM 3/5 instructions", config.steps, [*model.parameters(), *probe.parameters()], instruction_steps(rng, TRAINING_MIX, probe)),
     ]
     for desc, steps, params, step in stages:
         model.requires_grad_(False)
@@ -190,22 +224,22 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         edit_probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
         step = instruction_steps(random.Random(config.seed + 4004), EDIT_MIX, edit_probe)
         model.requires_grad_(True)
-        train_loop("mini MLLM 4/4 edits", config.edit_steps, [*model.parameters(), *edit_probe.parameters()], step,
+        train_loop("mini MLLM 4/5 edits", config.edit_steps, [*model.parameters(), *edit_probe.parameters()], step,
                    lr=config.edit_lr, warmup=config.warmup // 2, clip=list(model.parameters()), progress=progress)
-    model.eval()
-    return save_qwen2_5_vl(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2)
 
 
-def batch_loss(model, encoder: Qwen2_5_VLEncoder, examples: list[Example], config: MLLMConfig, word_ids, probe=None,
+def batch_loss(model, encoder, examples: list[Example], config: MLLMConfig | None = None, word_ids=None, probe=None,
                groups: int = LENGTH_GROUPS) -> tuple[torch.Tensor, dict]:
     """The model on the examples with their answers: next-token loss on the answers, plus the
     semantic-hub objective on the objects the requests show (`word_ids`: None for none) and, with
-    `probe`, the scene probe. Requests differ in length several-fold (a caption; a two-turn
+    `probe`, the scene probe (their weights and layers from `config`). Requests differ in length several-fold (a caption; a two-turn
     conversation with images), and a batch is left-padded to its longest: so it runs as `groups`
     micro-batches of similar length, each term weighted by its share of the whole batch — the whole
     batch's loss, up to rounding, at about a third fewer tokens computed."""
-    lengths = encoder.prepare([e.request for e in examples], answers=[e.answer for e in examples])["attention_mask"].sum(1)
-    order = sorted(range(len(examples)), key=lambda i: int(lengths[i]))
+    order = list(range(len(examples)))
+    if groups > 1:
+        lengths = encoder.prepare([e.request for e in examples], answers=[e.answer for e in examples])["attention_mask"].sum(1)
+        order.sort(key=lambda i: int(lengths[i]))
     size = -(-len(order) // groups)
     terms = {"answer": [], "hub": [], "probe": []}  # (value, weight) per micro-batch
     for start in range(0, len(order), size):
@@ -223,9 +257,9 @@ def batch_loss(model, encoder: Qwen2_5_VLEncoder, examples: list[Example], confi
             terms["probe"].append((probe_loss(probe, result.hidden_states[-1], labels, scenes, config.probe_tokens), len(group)))
     mean = {name: sum(v * w for v, w in parts) / sum(w for _, w in parts) for name, parts in terms.items() if parts}
     loss, shown = mean["answer"], {}
-    for name, weight in (("hub", config.hub_weight), ("probe", config.probe_weight)):
+    for name in ("hub", "probe"):
         if name in mean:
-            loss, shown[name] = loss + weight * mean[name], f"{mean[name].item():.3f}"
+            loss, shown[name] = loss + getattr(config, f"{name}_weight") * mean[name], f"{mean[name].item():.3f}"
     return loss, shown
 
 
@@ -240,13 +274,14 @@ def probe_loss(probe: torch.nn.Linear, last_hidden: torch.Tensor, labels: torch.
     return torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten())
 
 
-def answer_accuracy(encoder: Qwen2_5_VLEncoder, n: int = 100, seed: int = 777, batch: int = 32) -> dict[str, float]:
-    """Exact-match accuracy of the greedy answers on `n` fresh requests per line: each task, and
-    each language for the tasks with text in any language."""
+def answer_accuracy(encoder, n: int = 100, seed: int = 777, batch: int = 32) -> dict[str, float]:
+    """Exact-match accuracy of the greedy answers on `n` fresh requests per line: each task the
+    reader takes, and each language for the tasks with words in any language."""
     rng = random.Random(seed)
     scores = {}
-    for task in TRAINING_MIX:
-        for lang in LANGUAGES if task in ("text2image", "imagetext2image", "conversation") else (None,):
+    hears = Audio in encoder.takes
+    for task in (*TRAINING_MIX, "video2image", "document2image", *(("audio2image",) if hears else ())):
+        for lang in LANGUAGES if task in ("text2image", "imagetext2image", "conversation", "document2image", "audio2image") else (None,):
             examples = [sample_with_scene(rng, task, lang) for _ in range(n)]
             answers = [a for start in range(0, n, batch) for a in encoder.answer([e.request for e in examples[start : start + batch]], 48)]
             scores[task + (f" {lang}" if lang else "")] = sum(a == e.answer for a, e in zip(answers, examples)) / n

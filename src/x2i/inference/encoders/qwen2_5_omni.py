@@ -3,8 +3,10 @@
 Only the thinker (audio encoder, vision encoder, language model) loads; the talker and the speech
 decoder are never needed. Sound is decoded by PyAV at the feature extractor's rate (16 kHz) and
 turned into log-mel features by the model's Whisper feature extractor; images and video go through
-the same processing as Qwen2.5-VL's. Positions are the thinker's own (M-RoPE with audio and video
-on one time axis), as `generate()` computes them.
+the same processing as Qwen2.5-VL's. A clip with a sound track is heard as well as seen, as
+Qwen2.5-Omni's `use_audio_in_video` does: PyAV decodes the track, transformers' processor
+interleaves its tokens with the frames' in 2-second chunks, and the positions are the thinker's own
+(M-RoPE with audio and video on one time axis), as `generate()` computes them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ from x2i.inference.request import Request
 from x2i.media import Audio, Video
 
 
+def sounds(requests) -> list[Audio]:
+    """Every sound the requests give, in prompt order: sound clips, and the tracks of video clips."""
+    media = [m for r in requests for m in r.all_media()]
+    return [m if isinstance(m, Audio) else m.sound for m in media if isinstance(m, Audio) or (isinstance(m, Video) and m.sound is not None)]
+
+
 class _Processor(TorchvisionFreeVideo, Qwen2_5OmniProcessor):
     """Qwen2.5-Omni's processor with x2i's torchvision-free video processor in its video slot."""
 
@@ -48,14 +56,14 @@ class Qwen2_5OmniEncoder(QwenVideoInputs, ChatTemplateEncoder):
     @classmethod
     def check(cls, request: Request, path: str | Path | None = None) -> None:
         super().check(request, path)
-        if path is not None and any(isinstance(m, Audio) for m in request.all_media()):
+        if path is not None and sounds([request]):
             cls.refuse_long_audio([request], AutoFeatureExtractor.from_pretrained(path).chunk_length)
 
     @classmethod
     def refuse_long_audio(cls, requests, limit: float) -> None:
-        """A clip longer than the feature extractor's window (its `chunk_length`) would be cut
+        """A sound longer than the feature extractor's window (its `chunk_length`) would be cut
         without a word: refuse it."""
-        for clip in (m for r in requests for m in r.all_media() if isinstance(m, Audio)):
+        for clip in sounds(requests):
             if clip.duration > limit + 1e-3:
                 raise X2IError(
                     f"{clip.name} is {clip.duration:.1f} s long; {cls.name} hears at most {limit:g} s per clip: "
@@ -66,7 +74,22 @@ class Qwen2_5OmniEncoder(QwenVideoInputs, ChatTemplateEncoder):
         self.refuse_long_audio(requests, self.processor.feature_extractor.chunk_length)
         inputs = super().media_inputs(requests)
         rate = self.processor.feature_extractor.sampling_rate
-        audio = [m.decode(rate) for r in requests for m in r.all_media() if isinstance(m, Audio)]
-        if audio:
-            inputs["audio"] = audio
+        clips = [m for r in requests for m in r.all_media() if isinstance(m, Video)]
+        heard = sum(clip.sound is not None for clip in clips)
+        if 0 < heard < len(clips):
+            raise X2IError(f"{self.name} hears the sound of every clip read together or of none (use_audio_in_video is one switch per "
+                           "pass): read clips with and without sound in separate requests")
+        # Every sound in the order its tokens stand in the prompt; a clip's track sits with its frames.
+        sources = [clips.index(m) if isinstance(m, Video) else None for r in requests for m in r.all_media()
+                   if isinstance(m, Audio) or (isinstance(m, Video) and m.sound is not None)]
+        if sources:
+            inputs["audio"] = [sound.decode(rate) for sound in sounds(requests)]
+        if heard:
+            inputs.update(load_audio_from_video=True, audio_from_video_indices=sources)
+        return inputs
+
+    def prepare(self, requests, pad_to=None, answers=None) -> dict:
+        inputs = super().prepare(requests, pad_to, answers)
+        if any(isinstance(m, Video) and m.sound is not None for r in requests for m in r.all_media()):
+            inputs["use_audio_in_video"] = True  # for the positions and the forward pass
         return inputs
