@@ -5,7 +5,9 @@ and docs/images/teacher-samples.png: the mini teacher on fresh one- and two-obje
 
 Each row shows three fresh cases: the input images (if any), an arrow, and X2I's output (mini MLLM
 -> mini AlignNet -> mini FLUX, 20 steps, the case's seed), with the judge's verdict. The prompts
-are written in the markdown, where every script renders.
+are written in the markdown, where every script renders. Then the tasks that hear, watch and read:
+a clip's frames as the reader samples them, a document's page, a sound linked (and what it says),
+each read by the shipped reader that takes it (mini-omni for sound).
 """
 
 import random
@@ -17,8 +19,9 @@ from x2i import Request, X2IPipeline
 from x2i.inference.loaders import load_flux
 from x2i.inference.locations import locate
 from x2i.media import make_grid
-from x2i.mini.eval import case_inputs, make_cases, run_teacher
+from x2i.mini.eval import case_inputs, make_cases, readers, run_teacher
 from x2i.mini.judge import read_objects, scene_correct
+from x2i.mini.world import MEDIA_TASKS
 
 DOCS = Path(__file__).parent
 SCALE = 2
@@ -27,14 +30,14 @@ SCALE = 2
 def strip(inputs: list[Image.Image], output: Image.Image, correct: bool) -> Image.Image:
     """inputs -> output, enlarged, with a green or red frame for the judge's verdict."""
     size = 64 * SCALE
-    tiles = [im.resize((size, size), Image.NEAREST) for im in inputs]
-    width = len(tiles) * (size + 4) + (24 if tiles else 0) + size + 8
+    tiles = [im.resize((size * im.width // im.height, size), Image.NEAREST) for im in inputs]  # a page keeps its shape
+    width = sum(t.width + 4 for t in tiles) + (24 if tiles else 0) + size + 8
     canvas = Image.new("RGB", (width, size + 8), "white")
     draw = ImageDraw.Draw(canvas)
     x = 4
     for tile in tiles:
         canvas.paste(tile, (x, 4))
-        x += size + 4
+        x += tile.width + 4
     if tiles:
         draw.text((x + 4, size // 2), "->", fill="black")
         x += 24
@@ -75,8 +78,35 @@ def main() -> None:
             strip(images, output, scene_correct(case["expect"], read_objects(output))).save(out_dir / name)
             prompt = text.replace("|", "\\|") if text else "*(no text)*"
             rows.append(f"| {case['task']} | {case['lang']} | {prompt} | ![](images/samples/{name}) |")
+    rows += file_task_rows(out_dir)
     (DOCS / "samples.md").write_text("\n".join(rows) + "\n")
     print(f"wrote {DOCS / 'samples.md'} and {len(cases)} images in {out_dir}")
+
+
+def file_task_rows(out_dir: Path) -> list[str]:
+    """One case per task and language of the file tasks (seed 4245), each by the reader that takes it."""
+    from x2i.inference.locations import default_alignnet
+    from x2i.media import Audio, Video
+
+    cases = make_cases(1, MEDIA_TASKS, seed=4245, media=out_dir / "media")  # files named relative to out_dir
+    located = [{**c, **{k: str(out_dir / c[k]) for k in ("audio", "video", "document") if k in c}} for c in cases]
+    rows = ["", "Heard, watched and read (fresh cases, seed 4245): a clip's frames as the reader samples them (2 fps), a page,",
+            "a sound (linked; its words beside it). Sound is read by `--mllm mini-omni`, the rest by the default reader.", "",
+            "| task | lang | request | inputs -> output |", "|---|---|---|---|"]
+    for reader, indices in readers(located, None).items():
+        pipe = X2IPipeline.from_pretrained(reader, "mini", default_alignnet(reader))
+        for index in indices:
+            case = located[index]
+            text, media = case_inputs(case, random.Random(index))
+            output = pipe(Request(text, media), height=64, width=64, num_inference_steps=20, seed=index, show_progress=False)[0]
+            name = f"{case['task']}-{case['lang']}.png"
+            shown = [Image.fromarray(f) for f in media[0].frames()] if isinstance(media[0], Video) else [] if isinstance(media[0], Audio) else media
+            strip(shown, output, scene_correct(case["expect"], read_objects(output))).save(out_dir / name)
+            request = {"audio2image": f"[sound](images/samples/{cases[index].get('audio')}): “{case.get('said')}”",
+                       "video2image": f"[clip](images/samples/{cases[index].get('video')}) + “{text}”",
+                       "document2image": "*(the page alone)*"}[case["task"]]
+            rows.append(f"| {case['task']} | {case['lang']} | {request} | ![](images/samples/{name}) |")
+    return rows
 
 
 if __name__ == "__main__":

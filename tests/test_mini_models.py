@@ -71,14 +71,14 @@ def test_binding_labels_give_each_objects_tokens_its_attributes():
 
 
 def test_mllm_recipe_runs_and_saves_what_load_encoder_loads(tmp_path):
-    path = train_mllm(MLLMConfig(text_steps=2, caption_steps=2, steps=2, edit_steps=2, batch=4, vocab_size=600), tmp_path / "mllm", progress=False)
+    path = train_mllm(MLLMConfig(text_steps=2, caption_steps=2, steps=2, edit_steps=2, watch_steps=2, batch=4, vocab_size=600), tmp_path / "mllm", progress=False)
     encoder = load_encoder(path)
     out = encoder.encode([Request("un cercle rouge à gauche")])
     assert out.hidden_states.shape[1] == MLLMConfig.num_layers + 1
 
 
 def test_answer_labels_cover_the_answer_only(tmp_path):
-    path = train_mllm(MLLMConfig(text_steps=0, caption_steps=0, steps=1, edit_steps=0, batch=2, hub_weight=0, vocab_size=600), tmp_path / "mllm", progress=False)
+    path = train_mllm(MLLMConfig(text_steps=0, caption_steps=0, steps=1, edit_steps=0, watch_steps=0, batch=2, hub_weight=0, vocab_size=600), tmp_path / "mllm", progress=False)
     encoder = load_encoder(path)
     rng = random.Random(0)
     examples = [sample_example(rng) for _ in range(6)]
@@ -118,6 +118,19 @@ def test_length_grouped_micro_batches_give_the_whole_batch_loss_and_gradient():
     assert torch.allclose(whole, grouped, rtol=1e-5) and set(whole_shown) == set(grouped_shown) == {"hub", "probe"}
     for a, b in zip(whole_grads, grouped_grads):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_watching_and_reading_train_the_vision_tower_only(tmp_path):
+    """Stage 5 on a model made by stages 1-4: clips and pages move the vision tower alone, so
+    text reads exactly as before (and the AlignNet distilled on it stays valid)."""
+    shipped = load_encoder(locate("mini", "mllm"))
+    config = MLLMConfig(start_from=str(locate("mini", "mllm")), watch_steps=2, batch=4, warmup=0)
+    watched = load_encoder(train_mllm(config, tmp_path / "watched", progress=False))
+    before, after = shipped.model.state_dict(), watched.model.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("model.visual.") for name in changed)
+    request = Request("un petit carré vert en haut")
+    torch.testing.assert_close(watched.encode([request]).hidden_states, shipped.encode([request]).hidden_states, rtol=0, atol=0)
 
 
 def test_shipped_mini_mllm_understands_the_world():
@@ -204,7 +217,7 @@ def test_mllm_captioning_stage_trains_the_vision_tower_only(tmp_path):
     from safetensors.torch import load_file
 
     def weights(caption_steps):
-        config = MLLMConfig(text_steps=0, caption_steps=caption_steps, steps=0, edit_steps=0, batch=4, vocab_size=600, warmup=0)
+        config = MLLMConfig(text_steps=0, caption_steps=caption_steps, steps=0, edit_steps=0, watch_steps=0, batch=4, vocab_size=600, warmup=0)
         return load_file(train_mllm(config, tmp_path / str(caption_steps), progress=False) / "model.safetensors")
 
     before, after = weights(0), weights(2)

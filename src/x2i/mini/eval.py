@@ -91,7 +91,7 @@ def _file_case(task: str, lang: str, scene: dict, media: Path | None, number: in
         make.write_wav(media / f"{name}.wav", *make.speak(case["said"], lang, rng))
         case["audio"] = f"{media.name}/{name}.wav"
     elif task == "video2image":
-        case["video"] = f"{media.name}/{name}{rng.choice(('.mp4', '.gif'))}"
+        case["video"] = f"{media.name}/{name}{('.mp4', '.gif')[number % 2]}"  # both, in turn
         make.write_clip(media.parent / case["video"], make.clip_frames(scene, rng))
     else:
         case["shows"] = caption(scene, lang, rng)

@@ -32,17 +32,24 @@ VOICES = {"en": ("en-us", "en-gb"), "zh": ("cmn",), "fr": ("fr",), "de": ("de",)
 VARIANTS = ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")
 
 
+MAX_SECONDS = 12.0  # every reader hears this much (the mini Qwen2.5-Omni 15 s, the real one 30)
+
+
 def speak(text: str, lang: str, rng: random.Random) -> tuple[np.ndarray, int]:
     """`text` spoken by espeak-ng in `lang` by a speaker drawn from `rng` (voice, variant, words per
-    minute, pitch), with white noise 25-45 dB under the speech."""
+    minute, pitch), with white noise 25-45 dB under the speech; spoken faster where it would last
+    longer than MAX_SECONDS."""
     if shutil.which("espeak-ng") is None:
         raise X2IError("speech needs espeak-ng: install it (apt-get install espeak-ng)")
-    voice = f"{rng.choice(VOICES[lang])}+{rng.choice(VARIANTS)}"
-    command = ["espeak-ng", "-v", voice, "-s", str(rng.randint(140, 220)), "-p", str(rng.randint(30, 70)), "--stdout", text]
-    spoken = subprocess.run(command, capture_output=True, check=True).stdout
-    with wave.open(io.BytesIO(spoken)) as f:
-        rate = f.getframerate()
-        samples = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+    voice, speed, pitch = f"{rng.choice(VOICES[lang])}+{rng.choice(VARIANTS)}", rng.randint(140, 220), rng.randint(30, 70)
+    while True:
+        command = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text]
+        with wave.open(io.BytesIO(subprocess.run(command, capture_output=True, check=True).stdout)) as f:
+            rate = f.getframerate()
+            samples = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+        if samples.size <= MAX_SECONDS * rate:
+            break
+        speed = int(speed * samples.size / (MAX_SECONDS * rate)) + 10
     noise = np.random.default_rng(rng.getrandbits(32)).standard_normal(samples.size).astype(np.float32)
     level = np.sqrt(np.mean(samples**2)) * 10 ** (-rng.uniform(25, 45) / 20)
     return np.clip(samples + level * noise, -1, 1), rate

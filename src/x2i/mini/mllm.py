@@ -11,10 +11,10 @@ model. It is made in the three stages real MLLMs are made in (Qwen2.5-VL, LLaVA)
 3. instruction tuning, everything trained, on the world's tasks (`x2i.mini.examples`) put through
    the same `Qwen2_5_VLEncoder.chat` / `format_prompt` that X2I uses;
 4. stage 3 again, on a mix weighted toward edits and conversations (`EDIT_MIX`), at a lower rate;
-5. watching and reading (`WATCH_MIX`): clips ("draw the last frame") and documents (OCR-style:
-   a page showing a caption in any language -> its scene), beside the image tasks, training the
-   vision tower only. The language model stays frozen, as in stage 2, so text reads exactly as
-   before and an AlignNet distilled on the model's text stays valid.
+5. watching and reading (`WATCH_MIX`): clips ("draw the last frame") and documents (a page
+   showing a caption in any language -> its scene), beside the image tasks, training the vision
+   tower only. The language model stays frozen, as in stage 2, so text reads exactly as before and
+   an AlignNet distilled on the model's text stays valid.
 
 Two training-only objectives stand in for properties measured in large MLLMs that a 4-layer model
 does not get by itself (docs/mini-world.md): the semantic hub (`x2i.mini.readout.hub_loss`: an
@@ -76,7 +76,7 @@ class MLLMConfig:
     edit_lr: float = option(3e-4, "stage 4's learning rate (its warm-up: half of --warmup)")
     watch_steps: int = option(1200, "stage 5: clips and documents, the vision tower only (0: none)")
     watch_lr: float = option(1e-3, "stage 5's learning rate")
-    start_from: str = option("", "a mini MLLM made by stages 1-4 (e.g. src/x2i/mini/weights/mllm): run only stage 5 on it")
+    start_from: str = option("", "a mini MLLM made by stages 1-4 (e.g. the shipped one before stage 5): run only stage 5 on it")
     batch: int = option(32, "texts or requests per step")
     lr: float = option(1e-3, "learning rate (each stage: warm-up, then cosine decay)")
     warmup: int = option(200, "warm-up steps of each stage")
@@ -167,7 +167,7 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
     if not config.start_from:
         train_language_and_tasks(model, tokenizer, encoder, config, progress)
     if config.watch_steps:
-        # Stage 5: the vision tower learns clips and documents beside the images it already reads.
+        # Stage 5: the vision tower learns clips and pages beside the images it already reads.
         rng = random.Random(config.seed + 5005)
         model.requires_grad_(False)
         vision = list(model.model.visual.parameters())
@@ -274,13 +274,13 @@ def probe_loss(probe: torch.nn.Linear, last_hidden: torch.Tensor, labels: torch.
     return torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten())
 
 
-def answer_accuracy(encoder, n: int = 100, seed: int = 777, batch: int = 32) -> dict[str, float]:
-    """Exact-match accuracy of the greedy answers on `n` fresh requests per line: each task the
-    reader takes, and each language for the tasks with words in any language."""
+def answer_accuracy(encoder, n: int = 100, seed: int = 777, batch: int = 32, tasks: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Exact-match accuracy of the greedy answers on `n` fresh requests per line: each task (of
+    `tasks`, default all) the reader takes, and each language for the tasks with words in any language."""
     rng = random.Random(seed)
     scores = {}
     hears = Audio in encoder.takes
-    for task in (*TRAINING_MIX, "video2image", "document2image", *(("audio2image",) if hears else ())):
+    for task in tasks or (*TRAINING_MIX, "video2image", "document2image", *(("audio2image",) if hears else ())):
         for lang in LANGUAGES if task in ("text2image", "imagetext2image", "conversation", "document2image", "audio2image") else (None,):
             examples = [sample_with_scene(rng, task, lang) for _ in range(n)]
             answers = [a for start in range(0, n, batch) for a in encoder.answer([e.request for e in examples[start : start + batch]], 48)]

@@ -7,10 +7,13 @@ as the real one: two convolutions, attention within 2-second windows, pooled to 
 second) is new, and learns with everything else frozen (as Qwen-Audio and Qwen2.5-Omni align a new
 audio encoder to a trained language model first):
 
-1. speech recognition: a caption spoken by espeak-ng (five languages, varied speakers, a little
-   noise) and "what is said?" -> the caption's words, in its language;
+1. spoken-caption alignment: a caption spoken by espeak-ng (five languages, varied speakers, a
+   little noise); the audio encoder's tokens are classified through the language model's own
+   (frozen) token embeddings and trained by CTC toward the caption's tokens, so that they come to
+   stand where the caption's words would (the language model is not run: the cheapest steps);
 2. the world's task by ear (`audio2image`): the spoken caption alone -> the scene in canonical
-   English, with recognition beside it.
+   English, with speech recognition beside it ("what is said?" -> the caption's words, in its
+   language), through the frozen language model.
 
 Nothing in the recipe sees T5, FLUX, AlignNet or the teacher. The language model stays the mini
 Qwen2.5-VL's and the chat template is its template with a sound placeholder, so text and images read
@@ -59,8 +62,8 @@ class OmniConfig:
                                   "(mini: the shipped one)")
     seed: int = option(0, "seed of the audio encoder and the data")
     hear_batch: int = option(16, "spoken requests per step")
-    asr_steps: int = option(600, "stage 1: speech-recognition steps")
-    hear_steps: int = option(900, "stage 2: spoken-caption -> scene steps, recognition beside them")
+    align_steps: int = option(2000, "stage 1: spoken-caption alignment steps (CTC toward the caption's tokens)")
+    hear_steps: int = option(600, "stage 2: spoken caption -> scene steps, recognition beside them")
     hear_lr: float = option(1e-3, "learning rate of both stages (warm-up, then cosine decay)")
     audio_layers: int = option(4, "audio encoder layers")
     audio_width: int = option(128, "audio encoder width")
@@ -133,10 +136,27 @@ def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Pa
     for p in ears:
         p.requires_grad_(True)
     model.train()
-    for desc, steps, recognition in (("mini Omni 1/2 recognition", config.asr_steps, 1.0), ("mini Omni 2/2 the world by ear", config.hear_steps, 0.25)):
-        train_loop(desc, steps, ears,
-                   lambda _, share=recognition: batch_loss(model, encoder, [spoken_example(rng, rng.random() < share) for _ in range(config.hear_batch)],
-                                                          groups=1),  # sound is most of each request: lengths are alike
-                   lr=config.hear_lr, warmup=min(100, steps // 10), clip=ears, progress=progress)
+    train_loop("mini Omni 1/2 alignment", config.align_steps, ears,
+               lambda _: alignment_loss(model, encoder, [spoken_example(rng, True) for _ in range(config.hear_batch)]),
+               lr=config.hear_lr, warmup=min(100, config.align_steps // 10), clip=ears, progress=progress)
+    train_loop("mini Omni 2/2 the world by ear", config.hear_steps, ears,
+               lambda _: batch_loss(model, encoder, [spoken_example(rng, rng.random() < 0.25) for _ in range(config.hear_batch)],
+                                    groups=1),  # sound is most of each request: lengths are alike
+               lr=config.hear_lr, warmup=min(100, config.hear_steps // 10), clip=ears, progress=progress)
     model.eval()
     return save()
+
+
+def alignment_loss(model, encoder: Qwen2_5OmniEncoder, examples: list[Example]) -> tuple[torch.Tensor, dict]:
+    """CTC from the audio encoder's tokens, read through the language model's token embeddings
+    (the padding token as CTC's blank), to the tokens of the words said."""
+    inputs = encoder.prepare([e.request for e in examples])
+    tokens = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).last_hidden_state
+    lengths = (inputs["input_ids"] == model.config.audio_token_id).sum(1)  # the sound's tokens per request
+    logits = tokens @ model.get_input_embeddings().weight.T
+    log_probs = torch.nn.utils.rnn.pad_sequence(logits.log_softmax(-1).split(lengths.tolist()))  # [T, B, V]
+    tokenizer = encoder.processor.tokenizer
+    targets = [torch.tensor(tokenizer(e.answer, add_special_tokens=False).input_ids) for e in examples]
+    loss = torch.nn.functional.ctc_loss(log_probs, torch.cat(targets), lengths, torch.tensor([len(t) for t in targets]),
+                                        blank=tokenizer.pad_token_id, zero_infinity=True)
+    return loss, {}

@@ -30,10 +30,18 @@ from x2i.inference.request import Request
 from x2i.media import Audio, Video
 
 
-def sounds(requests) -> list[Audio]:
-    """Every sound the requests give, in prompt order: sound clips, and the tracks of video clips."""
-    media = [m for r in requests for m in r.all_media()]
-    return [m if isinstance(m, Audio) else m.sound for m in media if isinstance(m, Audio) or (isinstance(m, Video) and m.sound is not None)]
+def sounds(requests) -> list[tuple[Audio, int | None]]:
+    """Every sound the requests give, in prompt order, each with the index of the video clip whose
+    track it is (None for a sound clip)."""
+    found, videos = [], 0
+    for m in (m for r in requests for m in r.all_media()):
+        if isinstance(m, Audio):
+            found.append((m, None))
+        elif isinstance(m, Video):
+            if m.sound is not None:
+                found.append((m.sound, videos))
+            videos += 1
+    return found
 
 
 class _Processor(TorchvisionFreeVideo, Qwen2_5OmniProcessor):
@@ -63,7 +71,7 @@ class Qwen2_5OmniEncoder(QwenVideoInputs, ChatTemplateEncoder):
     def refuse_long_audio(cls, requests, limit: float) -> None:
         """A sound longer than the feature extractor's window (its `chunk_length`) would be cut
         without a word: refuse it."""
-        for clip in sounds(requests):
+        for clip, _ in sounds(requests):
             if clip.duration > limit + 1e-3:
                 raise X2IError(
                     f"{clip.name} is {clip.duration:.1f} s long; {cls.name} hears at most {limit:g} s per clip: "
@@ -80,16 +88,15 @@ class Qwen2_5OmniEncoder(QwenVideoInputs, ChatTemplateEncoder):
             raise X2IError(f"{self.name} hears the sound of every clip read together or of none (use_audio_in_video is one switch per "
                            "pass): read clips with and without sound in separate requests")
         # Every sound in the order its tokens stand in the prompt; a clip's track sits with its frames.
-        sources = [clips.index(m) if isinstance(m, Video) else None for r in requests for m in r.all_media()
-                   if isinstance(m, Audio) or (isinstance(m, Video) and m.sound is not None)]
-        if sources:
-            inputs["audio"] = [sound.decode(rate) for sound in sounds(requests)]
+        found = sounds(requests)
+        if found:
+            inputs["audio"] = [sound.decode(rate) for sound, _ in found]
         if heard:
-            inputs.update(load_audio_from_video=True, audio_from_video_indices=sources)
+            inputs.update(load_audio_from_video=True, audio_from_video_indices=[clip for _, clip in found])
         return inputs
 
     def prepare(self, requests, pad_to=None, answers=None) -> dict:
         inputs = super().prepare(requests, pad_to, answers)
-        if any(isinstance(m, Video) and m.sound is not None for r in requests for m in r.all_media()):
+        if any(clip is not None for _, clip in sounds(requests)):
             inputs["use_audio_in_video"] = True  # for the positions and the forward pass
         return inputs
