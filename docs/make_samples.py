@@ -5,9 +5,8 @@ and docs/images/teacher-samples.png: the mini teacher on fresh one- and two-obje
 
 Each row shows three fresh cases: the input images (if any), an arrow, and X2I's output (mini MLLM
 -> mini AlignNet -> mini FLUX, 20 steps, the case's seed), with the judge's verdict. The prompts
-are written in the markdown, where every script renders. Then the tasks that hear, watch and read:
-a clip's frames as the reader samples them, a document's page, a sound linked (and what it says),
-each read by the shipped reader that takes it (mini-omni for sound).
+are written in the markdown, where every script renders. Then the tasks that watch and read: a
+clip's frames as the reader samples them, a document's page (no shipped reader hears yet).
 """
 
 import random
@@ -21,7 +20,6 @@ from x2i.inference.locations import locate
 from x2i.media import make_grid
 from x2i.mini.eval import case_inputs, make_cases, readers, run_teacher
 from x2i.mini.judge import read_objects, scene_correct
-from x2i.mini.world import MEDIA_TASKS
 
 DOCS = Path(__file__).parent
 SCALE = 2
@@ -84,14 +82,14 @@ def main() -> None:
 
 
 def file_task_rows(out_dir: Path) -> list[str]:
-    """One case per task and language of the file tasks (seed 4245), each by the reader that takes it."""
+    """One case per task and language of the file tasks a shipped reader takes (seed 4245)."""
     from x2i.inference.locations import default_alignnet
-    from x2i.media import Audio, Video
+    from x2i.media import Video
 
-    cases = make_cases(1, MEDIA_TASKS, seed=4245, media=out_dir / "media")  # files named relative to out_dir
+    cases = make_cases(1, ("video2image", "document2image"), seed=4245, media=out_dir / "media")  # files named relative to out_dir
     located = [{**c, **{k: str(out_dir / c[k]) for k in ("audio", "video", "document") if k in c}} for c in cases]
-    rows = ["", "Heard, watched and read (fresh cases, seed 4245): a clip's frames as the reader samples them (2 fps), a page,",
-            "a sound (linked; its words beside it). Sound is read by `--mllm mini-omni`, the rest by the default reader.", "",
+    rows = ["", "Watched and read (fresh cases, seed 4245; `x2i mini make-cases --tasks video2image document2image`): a clip's",
+            "frames as the reader samples them (2 fps), a page. No shipped reader hears yet (BENCHMARKS.md).", "",
             "| task | lang | request | inputs -> output |", "|---|---|---|---|"]
     for reader, indices in readers(located, None).items():
         pipe = X2IPipeline.from_pretrained(reader, "mini", default_alignnet(reader))
@@ -100,11 +98,9 @@ def file_task_rows(out_dir: Path) -> list[str]:
             text, media = case_inputs(case, random.Random(index))
             output = pipe(Request(text, media), height=64, width=64, num_inference_steps=20, seed=index, show_progress=False)[0]
             name = f"{case['task']}-{case['lang']}.png"
-            shown = [Image.fromarray(f) for f in media[0].frames()] if isinstance(media[0], Video) else [] if isinstance(media[0], Audio) else media
+            shown = [Image.fromarray(f) for f in media[0].frames()] if isinstance(media[0], Video) else media
             strip(shown, output, scene_correct(case["expect"], read_objects(output))).save(out_dir / name)
-            request = {"audio2image": f"[sound](images/samples/{cases[index].get('audio')}): “{case.get('said')}”",
-                       "video2image": f"[clip](images/samples/{cases[index].get('video')}) + “{text}”",
-                       "document2image": "*(the page alone)*"}[case["task"]]
+            request = f"[clip](images/samples/{cases[index]['video']}) + “{text}”" if "video" in case else "*(the page alone)*"
             rows.append(f"| {case['task']} | {case['lang']} | {request} | ![](images/samples/{name}) |")
     return rows
 

@@ -9,13 +9,19 @@ import torch
 from x2i.inference.loaders import load_encoder
 from x2i.inference.request import Request
 from x2i.mini.examples import sample_with_scene
-from x2i.mini.omni import WHAT_IS_SAID, OmniConfig, build_omni, spoken_example, train_omni
+from x2i.mini.omni import (
+    WHAT_IS_SAID,
+    OmniConfig,
+    build_omni,
+    spoken_example,
+    train_omni,
+)
 from x2i.mini.world import random_scene, render
 
 
 @pytest.fixture(scope="module")
 def omni(tiny_models, tmp_path_factory):
-    config = OmniConfig(vision_language=str(tiny_models["mllm"]), hear_batch=2, asr_steps=2, hear_steps=2, audio_layers=1, audio_width=32)
+    config = OmniConfig(vision_language=str(tiny_models["mllm"]), hear_batch=2, align_steps=2, hear_steps=2, audio_layers=1, audio_width=32)
     return train_omni(config, tmp_path_factory.mktemp("omni") / "omni", progress=False)
 
 

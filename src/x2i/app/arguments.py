@@ -20,8 +20,7 @@ class AppendMedia(argparse.Action):
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", default=None, metavar="DIR", help="a folder written by X2IPipeline.save_pretrained: its MLLM, FLUX, "
                         "AlignNet, LightControl, LoRA, road and padding (options given beside it win, except the three models)")
-    parser.add_argument("--mllm", default="mini", help="MLLM directory or hub id (Qwen2.5-VL, InternVL, Qwen2.5-Omni); mini: the shipped mini "
-                        "Qwen2.5-VL; mini-omni: the shipped mini Qwen2.5-Omni, which also hears")
+    parser.add_argument("--mllm", default="mini", help="MLLM directory or hub id (Qwen2.5-VL, InternVL, Qwen2.5-Omni); mini: the shipped mini MLLM")
     parser.add_argument("--flux", default="mini", help="FLUX pipeline directory or hub id (T5/CLIP are not loaded); mini: the shipped mini FLUX")
     parser.add_argument("--alignnet", default=None, help="AlignNet directory, or an official diffusion_pytorch_model.bin; mini: the shipped "
                         "mini AlignNet (default: a shipped --mllm's own, else mini)")

@@ -97,12 +97,7 @@ def run_generate(args) -> None:
         raise X2IError("--prompt is not text in the terminal's encoding; type it again") from e
     request = Request(args.prompt, [open_input(path, kind) for kind, path in args.media])
     mllm = locate(args.mllm, "mllm")
-    try:
-        encoder_class(mllm).check(request, mllm)  # e.g. sound for a reader that does not hear, or too long a sound
-    except X2IError as e:
-        if args.mllm == "mini" and request.audio:
-            raise X2IError(f"{e}: the shipped one is --mllm mini-omni") from e
-        raise
+    encoder_class(mllm).check(request, mllm)  # e.g. sound for a reader that does not hear, or too long a sound
     check_image_path(args.out)
     check_counts(args.steps, args.num_images, args.max_steps or MAX_STEPS, args.max_images or MAX_IMAGES)  # before anything loads
     if args.lightcontrol and not request.images:

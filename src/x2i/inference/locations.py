@@ -10,8 +10,6 @@ so the core never imports the mini world's code to find them.
                   reflow LoRA fused in as it loads (`--flux mini-fewstep`; docs/transfer.md)
     mini-style    a style LoRA trained on the mini teacher with T5/CLIP alone, as community FLUX
                   LoRAs are (`--flux-lora mini-style`: shapes drawn squat)
-    mini-omni     the mini world's Qwen2.5-Omni thinker, which also hears (`--mllm mini-omni`); its
-                  language model is the mini MLLM's, so the mini AlignNet is its AlignNet
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ SHIPPED = {
     # A derivative shipped as its base and the LoRA that makes it, fused in when it loads.
     "mini-fewstep": {"flux": _WEIGHTS / "teacher", "fused_lora": _WEIGHTS / "fewstep"},
     "mini-style": {"lora": _WEIGHTS / "style"},
-    "mini-omni": {"mllm": _WEIGHTS / "omni", "alignnet": _WEIGHTS / "alignnet"},
 }
 # The denoising steps each shipped FLUX is measured at (every mini score: 20); any other FLUX gets
 # FLUX.1-dev's usual 28 unless told (schnell-like models: --steps 4).

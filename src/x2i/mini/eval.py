@@ -31,11 +31,18 @@ from x2i.inference.request import Request
 from x2i.media import Audio, Video, load_image
 from x2i.mini.judge import read_objects, scene_correct
 from x2i.mini.language import caption, instruction
-from x2i.mini.media import LAST_FRAME
+from x2i.mini.media import (
+    LAST_FRAME,
+    clip_frames,
+    document,
+    speak,
+    write_clip,
+    write_wav,
+)
 from x2i.mini.world import (
+    ALL_TASKS,
     ATTRIBUTES,
     EDIT_OPS,
-    ALL_TASKS,
     LANGUAGES,
     MEDIA_TASKS,
     POSITIONS,
@@ -80,22 +87,20 @@ def make_cases(n: int, tasks=TASKS, langs=LANGUAGES, seed: int = 0, num_objects:
 
 def _file_case(task: str, lang: str, scene: dict, media: Path | None, number: int, rng: random.Random) -> dict:
     """A case of a file task, its file written into `media`."""
-    from x2i.mini import media as make
-
     if media is None:
         raise X2IError(f"{task} cases need a directory for their files")
     media.mkdir(parents=True, exist_ok=True)
     case, name = {"task": task, "lang": lang}, f"{number:05d}"
     if task == "audio2image":
         case["said"] = caption(scene, lang, rng)
-        make.write_wav(media / f"{name}.wav", *make.speak(case["said"], lang, rng))
+        write_wav(media / f"{name}.wav", *speak(case["said"], lang, rng))
         case["audio"] = f"{media.name}/{name}.wav"
     elif task == "video2image":
         case["video"] = f"{media.name}/{name}{('.mp4', '.gif')[number % 2]}"  # both, in turn
-        make.write_clip(media.parent / case["video"], make.clip_frames(scene, rng))
+        write_clip(media.parent / case["video"], clip_frames(scene, rng))
     else:
         case["shows"] = caption(scene, lang, rng)
-        make.document(case["shows"], lang, rng).save(media / f"{name}.png")
+        document(case["shows"], lang, rng).save(media / f"{name}.png")
         case["document"] = f"{media.name}/{name}.png"
     return {**case, "expect": scene}
 

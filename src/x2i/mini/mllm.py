@@ -2,7 +2,8 @@
 
 It is the real `Qwen2_5_VLForConditionalGeneration` with a byte-level BPE tokenizer trained on the
 world's five languages, saved so that `x2i.load_encoder` loads it exactly as it loads the real
-model. It is made in the three stages real MLLMs are made in (Qwen2.5-VL, LLaVA), the last twice:
+model. It is made in the three stages real MLLMs are made in (Qwen2.5-VL, LLaVA), the last twice,
+then the vision tower alone on clips and pages:
 
 1. language model: next-token prediction on text of the world in five languages (captions, half
    of them beside a translation as parallel text on the web is, edit instructions, questions);
@@ -29,7 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+from transformers import (
+    AutoTokenizer,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLImageProcessorPil,
+)
 
 from x2i.architectures import (
     QWEN_VL_CHAT_TEMPLATE,

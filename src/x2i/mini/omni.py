@@ -83,7 +83,12 @@ def build_omni(config: OmniConfig):
     """The thinker with the Qwen2.5-VL's language model and vision tower, a new audio encoder, and
     the Qwen2.5-VL's tokenizer with the three sound tokens added (processor and model saved by
     `train_omni`)."""
-    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+    from transformers import (
+        AutoTokenizer,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+    )
 
     source = locate(config.vision_language, "mllm")
     vl = Qwen2_5_VLForConditionalGeneration.from_pretrained(source)
