@@ -98,3 +98,13 @@ def test_deep_pictures_are_scaled_to_8_bits_not_clipped(tmp_path, mode, values, 
     with Image.open(path) as saved:
         assert saved.mode == mode
     assert np.asarray(load_image(path))[0, 0].tolist() == [expected] * 3
+
+
+
+def test_a_sound_track_that_cannot_be_heard_leaves_the_clip_seen(tmp_path):
+    from x2i.media.clips import _track
+
+    silent = write_clip(tmp_path / "clip.mp4")  # no sound in it: what a track with nothing in it gives Audio.load
+    with pytest.warns(UserWarning, match="sound track cannot be heard"):
+        assert _track(silent) is None
+    assert Video.load(silent).sound is None

@@ -112,6 +112,15 @@ class Audio:
         return np.concatenate(chunks).astype(np.float32)
 
 
+def _track(path: Path) -> Audio | None:
+    """A video file's sound track; a track with no sound in it leaves the clip seen, not heard."""
+    try:
+        return Audio.load(path)
+    except X2IError as e:
+        warnings.warn(f"{path}: its sound track cannot be heard ({e}); the clip is read without it", stacklevel=3)
+        return None
+
+
 @dataclass
 class Video:
     """A video clip: a file (mp4, webm, gif, ...) decoded on demand into RGB frames at a stated
@@ -147,7 +156,7 @@ class Video:
             has_sound = bool(container.streams.audio)
         if duration <= 0:
             raise X2IError(f"{path} is an empty video clip")
-        return cls(path=path, duration=duration, fps=rate, sound=Audio.load(path) if has_sound else None)
+        return cls(path=path, duration=duration, fps=rate, sound=_track(path) if has_sound else None)
 
     @property
     def name(self) -> str:

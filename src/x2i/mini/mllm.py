@@ -174,16 +174,22 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
     if config.watch_steps:
         # Stage 5: the vision tower learns clips and pages beside the images it already reads.
         rng = random.Random(config.seed + 5005)
-        model.requires_grad_(False)
-        vision = list(model.model.visual.parameters())
-        for p in vision:
-            p.requires_grad_(True)
-        model.train()
+        vision = train_only(model, model.model.visual.parameters())
         train_loop("mini MLLM 5/5 watching and reading", config.watch_steps, vision,
                    lambda _: batch_loss(model, encoder, [sample_with_scene(rng, mix=WATCH_MIX) for _ in range(config.batch)]),
                    lr=config.watch_lr, warmup=config.warmup // 2, clip=vision, progress=progress)
     model.eval()
     return save_qwen2_5_vl(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2)
+
+
+def train_only(model, params) -> list[torch.nn.Parameter]:
+    """`params` (the model's, or beside it) trainable and the rest of the model frozen, in training mode."""
+    params = list(params)
+    model.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    model.train()
+    return params
 
 
 def train_language_and_tasks(model, tokenizer, encoder: Qwen2_5_VLEncoder, config: MLLMConfig, progress: bool) -> None:
@@ -217,9 +223,7 @@ def train_language_and_tasks(model, tokenizer, encoder: Qwen2_5_VLEncoder, confi
         ("mini MLLM 3/5 instructions", config.steps, [*model.parameters(), *probe.parameters()], instruction_steps(rng, TRAINING_MIX, probe)),
     ]
     for desc, steps, params, step in stages:
-        model.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
+        train_only(model, params)
         trained = [p for p in model.parameters() if p.requires_grad]
         train_loop(desc, steps, params, step, lr=config.lr, warmup=min(config.warmup, steps // 10), clip=trained, progress=progress)
     if config.edit_steps:

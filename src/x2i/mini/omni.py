@@ -37,7 +37,7 @@ from x2i.media import Audio
 from x2i.mini.examples import Example, sample_with_scene
 from x2i.mini.language import caption
 from x2i.mini.media import speak
-from x2i.mini.mllm import batch_loss
+from x2i.mini.mllm import batch_loss, train_only
 from x2i.mini.world import IMAGE_SIZE, LANGUAGES, random_scene
 from x2i.options import option
 from x2i.training.loop import train_loop
@@ -136,11 +136,7 @@ def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Pa
 
     encoder = Qwen2_5OmniEncoder(model, Qwen2_5OmniEncoder.load_processor(save()))  # the processor as X2I loads it
     rng = random.Random(config.seed + 1)
-    model.requires_grad_(False)
-    ears = list(model.model.audio_tower.parameters())
-    for p in ears:
-        p.requires_grad_(True)
-    model.train()
+    ears = train_only(model, model.model.audio_tower.parameters())
     train_loop("mini Omni 1/2 alignment", config.align_steps, ears,
                lambda _: alignment_loss(model, encoder, [spoken_example(rng, True) for _ in range(config.hear_batch)]),
                lr=config.hear_lr, warmup=min(100, config.align_steps // 10), clip=ears, progress=progress)
