@@ -2,7 +2,7 @@
 cases, by language and object count, on each road, with the MLLM's exact-match answers beside them.
 
 Each case is read by the first shipped reader that takes it (`x2i eval`'s rule: the mini Qwen2.5-VL
-for clips and documents, the mini Qwen2.5-Omni for sound) with its AlignNet, and drawn by the mini
+for clips and documents; no shipped reader hears yet) with the mini AlignNet, and drawn by the mini
 FLUX. The cases and their files are made with `--seed` (never one tuned on) in `--out`.
 
     python benchmarks/senses.py --n 50 --seed 40411 --out runs/senses --roads auto prompt --json senses.json
@@ -17,7 +17,6 @@ from collections import defaultdict
 from pathlib import Path
 
 from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
-from x2i.inference.locations import default_alignnet
 from x2i.inference.pipeline import X2IPipeline
 from x2i.mini.eval import load_cases, make_cases, readers, run_student
 from x2i.mini.mllm import answer_accuracy
@@ -56,7 +55,7 @@ def main() -> None:
     report = {"n": args.n, "seed": args.seed, "steps": args.steps, "seconds": {"cases": round(time.time() - start)}, "answers": {}}
     flux = load_flux("mini")
     for reader, indices in readers(cases, None).items():
-        pipe = X2IPipeline(load_encoder(reader), load_alignnet(default_alignnet(reader)), flux)
+        pipe = X2IPipeline(load_encoder(reader), load_alignnet("mini"), flux)
         for road in args.roads:
             start = time.time()
             report.setdefault(road, {}).update(scores(run_student(pipe, cases, args.seed, args.steps, condition_on=road, chosen=indices)))

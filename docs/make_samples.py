@@ -83,7 +83,6 @@ def main() -> None:
 
 def file_task_rows(out_dir: Path) -> list[str]:
     """One case per task and language of the file tasks a shipped reader takes (seed 4245)."""
-    from x2i.inference.locations import default_alignnet
     from x2i.media import Video
 
     cases = make_cases(1, ("video2image", "document2image"), seed=4245, media=out_dir / "media")  # files named relative to out_dir
@@ -92,7 +91,7 @@ def file_task_rows(out_dir: Path) -> list[str]:
             "frames as the reader samples them (2 fps), a page. No shipped reader hears yet (BENCHMARKS.md).", "",
             "| task | lang | request | inputs -> output |", "|---|---|---|---|"]
     for reader, indices in readers(located, None).items():
-        pipe = X2IPipeline.from_pretrained(reader, "mini", default_alignnet(reader))
+        pipe = X2IPipeline.from_pretrained(reader, "mini", "mini")
         for index in indices:
             case = located[index]
             text, media = case_inputs(case, random.Random(index))

@@ -106,9 +106,9 @@ def test_each_case_goes_to_a_reader_that_takes_it(tmp_path, tiny_readers, capsys
                                        media=tmp_path / "cases-media"))
     cases = load_cases(path)
     assert readers(cases[:3], None) == {"mini": [0, 1, 2]}
-    with pytest.raises(X2IError, match=r"case 4 \(audio2image\) gives sound, which no shipped reader \(mini\) takes; pass --mllm"):
+    with pytest.raises(X2IError, match=r"case 4 \(audio2image\) gives audio, which no shipped reader \(mini\) takes; pass --mllm"):
         readers(cases, None)
-    with pytest.raises(X2IError, match=r"case 4 \(audio2image\) gives sound, which the MLLM mini does not take"):
+    with pytest.raises(X2IError, match=r"case 4 \(audio2image\) gives audio, which the MLLM mini does not take"):
         readers(cases, "mini")
     omni = str(tiny_readers["qwen2_5_omni"]["mllm"])
     assert readers(cases, omni) == {omni: [0, 1, 2, 3]}

@@ -22,8 +22,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         "AlignNet, LightControl, LoRA, road and padding (options given beside it win, except the three models)")
     parser.add_argument("--mllm", default="mini", help="MLLM directory or hub id (Qwen2.5-VL, InternVL, Qwen2.5-Omni); mini: the shipped mini MLLM")
     parser.add_argument("--flux", default="mini", help="FLUX pipeline directory or hub id (T5/CLIP are not loaded); mini: the shipped mini FLUX")
-    parser.add_argument("--alignnet", default=None, help="AlignNet directory, or an official diffusion_pytorch_model.bin; mini: the shipped "
-                        "mini AlignNet (default: a shipped --mllm's own, else mini)")
+    parser.add_argument("--alignnet", default="mini", help="AlignNet directory, or an official diffusion_pytorch_model.bin; mini: the shipped mini AlignNet")
 
 
 def add_memory_options(parser: argparse.ArgumentParser) -> None:

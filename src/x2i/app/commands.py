@@ -43,7 +43,7 @@ def resolve_model_options(args) -> None:
 def use_saved_pipeline(args) -> None:
     from x2i.inference.saved_pipeline import read_saved_pipeline
 
-    if (args.mllm, args.flux, args.alignnet) != ("mini", "mini", None):
+    if (args.mllm, args.flux, args.alignnet) != ("mini", "mini", "mini"):
         raise X2IError("--pipeline names the MLLM, FLUX and AlignNet: leave out --mllm, --flux and --alignnet")
     saved = read_saved_pipeline(args.pipeline)
     args.mllm, args.flux, args.alignnet = saved["mllm"], saved["flux"], saved["alignnet"]
@@ -61,14 +61,13 @@ def load_pipeline(args, device=None, **kwargs):
     `device` when given: a process's own GPU)."""
     from x2i.app.arguments import flux_lora_pairs
     from x2i.inference.loaders import device_and_dtype
-    from x2i.inference.locations import default_alignnet
     from x2i.inference.pipeline import X2IPipeline
 
     named, dtype = device_and_dtype(args.device, args.dtype)
     device = device or named
     parts = {"pad_to": getattr(args, "pad_to", None), "lightcontrol": getattr(args, "lightcontrol", None), "lora": getattr(args, "lora", None),
              "lora_scale": getattr(args, "lora_scale", 1.0), "flux_loras": flux_lora_pairs(args), **kwargs}
-    return X2IPipeline.from_pretrained(args.mllm, args.flux, args.alignnet or default_alignnet(args.mllm), device=device, dtype=dtype, quantize=args.quantize,
+    return X2IPipeline.from_pretrained(args.mllm, args.flux, args.alignnet, device=device, dtype=dtype, quantize=args.quantize,
                                        offload=args.offload, max_text_tokens=args.max_text_tokens, max_image_tokens=args.max_image_tokens,
                                        max_steps=args.max_steps, max_images=args.max_images, condition_on=args.condition_on, **parts)
 

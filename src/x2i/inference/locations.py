@@ -58,11 +58,6 @@ def locate(location: str | Path, part: str) -> Path | str:
     raise X2IError(f"{name} {location} does not exist (give a local directory, a hub id like org/name, or {shipped})")
 
 
-def default_alignnet(mllm: str | Path) -> str:
-    """The AlignNet read when none is named: a shipped reader's own, else the mini one."""
-    return str(mllm) if "alignnet" in SHIPPED.get(str(mllm), {}) else "mini"
-
-
 def fused_lora(flux: str | Path) -> Path | None:
     """The LoRA a shipped derivative FLUX fuses into its base as it loads, if it is one."""
     return SHIPPED.get(str(flux), {}).get("fused_lora")

@@ -195,19 +195,19 @@ def case_inputs(case: dict, rng: random.Random) -> CaseInputs:
 def readers(cases: list[dict], mllm: str | None) -> dict[str, list[int]]:
     """The cases each MLLM reads: all of them `mllm`'s, or each the first shipped reader's that
     takes its media. A case no reader takes is one line, before any model loads."""
+    from x2i.inference.encoders.base import MODALITY_NAMES
     from x2i.inference.loaders import encoder_class
     from x2i.inference.locations import SHIPPED, locate
 
     names = [mllm] if mllm else [name for name, parts in SHIPPED.items() if "mllm" in parts]
     takes = {name: encoder_class(locate(name, "mllm")).takes for name in names}
     kinds = {"images": Image.Image, "document": Image.Image, "audio": Audio, "video": Video}
-    said = {Image.Image: "images", Audio: "sound", Video: "video"}
     chosen = defaultdict(list)
     for i, case in enumerate(cases):
         needs = {kinds[key] for key in kinds if case.get(key)}
         name = next((n for n in names if needs <= set(takes[n])), None)
         if name is None:
-            gives = f"case {i + 1} ({case['task']}) gives {' and '.join(sorted(said[k] for k in needs))}"
+            gives = f"case {i + 1} ({case['task']}) gives {' and '.join(sorted(MODALITY_NAMES[k] for k in needs))}"
             raise X2IError(f"{gives}, which the MLLM {mllm} does not take; pass one that does" if mllm else
                            f"{gives}, which no shipped reader ({', '.join(names)}) takes; pass --mllm with one that does")
         chosen[name].append(i)
@@ -253,17 +253,15 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
-def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: str | None = None, alignnet: str | None = None,
+def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: str | None = None, alignnet: str = "mini",
              lightcontrol: str | None = None, lora: str | None = None, lora_scale: float = 1.0, lightcontrol_scale: float = 1.0,
              condition_on: str | None = None, seed: int = 0, steps: int = 20, device: str = "cpu",
              flux_loras: list[tuple[str, float]] = ()) -> tuple[dict, list[dict]]:
     """`x2i eval`: the report ({"teacher": summary, "student": summary, "n": cases}; a model not
     scored is None) and every judged result. The student reads each case with `mllm` (default: the
-    first shipped reader that takes the case's media) and its AlignNet (default: the reader's own
-    when it is a shipped one, else the mini AlignNet), and denoises with the teacher's FLUX;
-    community FLUX LoRAs (`flux_loras`) adapt both alike."""
+    first shipped reader that takes the case's media) and `alignnet`, and denoises with the
+    teacher's FLUX; community FLUX LoRAs (`flux_loras`) adapt both alike."""
     from x2i.inference.loaders import load_flux
-    from x2i.inference.locations import default_alignnet
     from x2i.inference.lora import load_flux_loras
     from x2i.inference.pipeline import X2IPipeline
 
@@ -276,7 +274,7 @@ def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: 
         report["teacher"] = summarize(results)
     student_results = []
     for reader, indices in chosen.items():
-        student = X2IPipeline.from_pretrained(reader, flux, alignnet or default_alignnet(reader), device=device, lightcontrol=lightcontrol, lora=lora, lora_scale=lora_scale,
+        student = X2IPipeline.from_pretrained(reader, flux, alignnet, device=device, lightcontrol=lightcontrol, lora=lora, lora_scale=lora_scale,
                                               flux_loras=flux_loras)
         student_results += [{**r, "reader": reader} for r in run_student(
             student, cases, seed=seed, steps=steps, condition_on=condition_on, lightcontrol_scale=lightcontrol_scale, chosen=indices)]

@@ -241,8 +241,9 @@ def batch_loss(model, encoder, examples: list[Example], config: MLLMConfig | Non
                groups: int = LENGTH_GROUPS) -> tuple[torch.Tensor, dict]:
     """The model on the examples with their answers: next-token loss on the answers, plus the
     semantic-hub objective on the objects the requests show (`word_ids`: None for none) and, with
-    `probe`, the scene probe (their weights and layers from `config`). Requests differ in length several-fold (a caption; a two-turn
-    conversation with images), and a batch is left-padded to its longest: so it runs as `groups`
+    `probe`, the scene probe (their weights and layers from `config`). Requests differ in length
+    several-fold (a caption; a two-turn conversation with images), and a batch is left-padded to
+    its longest: so it runs as `groups`
     micro-batches of similar length, each term weighted by its share of the whole batch — the whole
     batch's loss, up to rounding, at about a third fewer tokens computed."""
     order = list(range(len(examples)))

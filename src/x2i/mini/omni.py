@@ -122,13 +122,13 @@ def build_omni(config: OmniConfig):
             weights[name] = value
     missing, unexpected = model.load_state_dict(weights, strict=False)
     assert not unexpected and all(name.startswith("model.audio_tower.") for name in missing), (missing, unexpected)
-    return model, tokenizer, vl
+    return model, tokenizer
 
 
 def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Path:
     from transformers import AutoImageProcessor
 
-    model, tokenizer, _ = build_omni(config)
+    model, tokenizer = build_omni(config)
     image_processor = AutoImageProcessor.from_pretrained(locate(config.vision_language, "mllm"), backend="pil")
 
     def save() -> Path:

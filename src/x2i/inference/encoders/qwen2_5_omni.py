@@ -82,13 +82,12 @@ class Qwen2_5OmniEncoder(QwenVideoInputs, ChatTemplateEncoder):
         self.refuse_long_audio(requests, self.processor.feature_extractor.chunk_length)
         inputs = super().media_inputs(requests)
         rate = self.processor.feature_extractor.sampling_rate
-        clips = [m for r in requests for m in r.all_media() if isinstance(m, Video)]
-        heard = sum(clip.sound is not None for clip in clips)
-        if 0 < heard < len(clips):
-            raise X2IError(f"{self.name} hears the sound of every clip read together or of none (use_audio_in_video is one switch per "
-                           "pass): read clips with and without sound in separate requests")
         # Every sound in the order its tokens stand in the prompt; a clip's track sits with its frames.
         found = sounds(requests)
+        heard = sum(clip is not None for _, clip in found)
+        if 0 < heard < sum(isinstance(m, Video) for r in requests for m in r.all_media()):
+            raise X2IError(f"{self.name} hears the sound of every clip read together or of none (use_audio_in_video is one switch per "
+                           "pass): read clips with and without sound in separate requests")
         if found:
             inputs["audio"] = [sound.decode(rate) for sound, _ in found]
         if heard:
