@@ -104,6 +104,7 @@ def test_length_grouped_micro_batches_give_the_whole_batch_loss_and_gradient():
     config = MLLMConfig()
     rng = random.Random(4812)
     examples = [sample_with_scene(rng, mix=TRAINING_MIX) for _ in range(12)]
+    examples += [sample_with_scene(rng, "document2image") for _ in range(3)]  # pages: each word's tokens, one attribute each
     lengths = encoder.prepare([e.request for e in examples], answers=[e.answer for e in examples])["attention_mask"].sum(1)
     assert lengths.max() - lengths.min() > 20  # the case the groups are for: rows of unlike lengths
     torch.manual_seed(0)

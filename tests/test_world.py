@@ -3,7 +3,14 @@ import random
 import numpy as np
 import pytest
 
-from x2i.mini.language import WORDS, caption, caption_with_spans, describe, edit
+from x2i.mini.language import (
+    WORDS,
+    attribute_spans,
+    caption,
+    caption_with_spans,
+    describe,
+    edit,
+)
 from x2i.mini.world import (
     EDIT_OPS,
     LANGUAGES,
@@ -49,6 +56,26 @@ def test_caption_spans_hold_each_objects_own_words(lang):
             assert any(p.lower() in words for p in WORDS[lang]["position"][obj["position"]])
             # and none of the other object's place: a span never reaches into its neighbour
             assert not any(p.lower() in words for p in WORDS[lang]["position"][other["position"]])
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_each_attribute_word_is_found_whole_inside_its_objects_words(lang):
+    rng = random.Random(2)
+    for _ in range(200):
+        scene = random_scene(rng)
+        text, spans = caption_with_spans(scene, lang, rng)
+        for obj, span in zip(scene["objects"], spans):
+            found = dict(attribute_spans(text, span, obj, lang))
+            assert set(found) == set(obj)  # shape, color, size and place, each once
+            for attr, (start, end) in found.items():
+                assert span[0] <= start < end <= span[1]
+                said = text[start:end].lower()
+                forms = WORDS[lang][attr][obj[attr]]
+                forms = [forms[0]] if lang == "de" and attr == "shape" else [forms] if isinstance(forms, str) else forms
+                assert any(said.startswith(f.lower()) for f in forms)
+                if lang != "zh":  # whole words: German endings kept ("roter"), nothing cut
+                    assert (end == len(text) or not text[end].isalpha()) and (start == 0 or not text[start - 1].isalpha())
+        assert not attribute_spans(text, spans[0], {"color": "purple" if scene["objects"][0]["color"] != "purple" else "red"}, lang)
 
 
 def test_captions_vary_in_phrasing():

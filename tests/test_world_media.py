@@ -74,6 +74,25 @@ def test_a_document_shows_its_text_in_a_font_that_writes_it(lang):
     assert (np.asarray(page) != np.asarray(blank)).any()
 
 
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_typeset_says_where_every_character_is_drawn(lang):
+    rng = random.Random(8)
+    for seed in range(20):
+        text = caption(random_scene(rng), lang, rng)
+        page, boxes = media.typeset(text, lang, random.Random(seed))
+        assert np.array_equal(np.asarray(page), np.asarray(media.document(text, lang, random.Random(seed))))
+        assert all(box is not None or char == " " for char, box in zip(text, boxes))
+        drawn = [box for box in boxes if box]
+        assert all(0 <= x0 < x1 <= media.PAGE[0] and 0 <= y0 < y1 <= media.PAGE[1] for x0, y0, x1, y1 in drawn)
+        inside = np.zeros(page.size[::-1], bool)
+        for x0, y0, x1, y1 in drawn:
+            inside[int(y0) - 1 : int(y1) + 3, max(int(x0) - 1, 0) : int(x1) + 2] = True
+        gray = np.asarray(page.convert("L")).astype(int)
+        ink = np.abs(gray - np.median(gray[inside])) > 60  # glyphs against the paper (or the bubble) under them
+        ink[:19] = False  # a card's title bar
+        assert ink[inside].sum() > 0.97 * ink.sum()  # the text's ink lies in its characters' boxes
+
+
 def test_file_cases_are_written_beside_the_case_file_and_load_back(tmp_path, capsys):
     out = tmp_path / "cases.jsonl"
     assert main(["mini", "make-cases", "--out", str(out), "--n", "2", "--tasks", *MEDIA_TASKS, "--langs", "en", "zh", "--seed", "3"]) in (0, None)

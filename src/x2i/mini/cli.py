@@ -65,7 +65,7 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
         help="how well an MLLM's states, layer by layer, read out as the scene's English words through its LM head",
     )
     readout.add_argument("--mllm", default="mini", help="an MLLM directory (mini: the shipped mini MLLM)")
-    readout.add_argument("--n", type=int, default=200, help="scenes per line (images; captions in each language)")
+    readout.add_argument("--n", type=int, default=200, help="scenes per line (images; captions and pages in each language)")
     readout.add_argument("--seed", type=int, default=2025)
     readout.add_argument("--json", action="store_true", help="print the report as JSON")
     readout.set_defaults(run=run_readout)

@@ -23,8 +23,15 @@ from typing import NamedTuple
 
 from x2i.inference.request import Request
 from x2i.media import Audio, Video
-from x2i.mini.language import WORDS, caption, caption_with_spans, describe, edit
-from x2i.mini.media import CLIP_FPS, LAST_FRAME, clip_frames, document, speak
+from x2i.mini.language import (
+    WORDS,
+    attribute_spans,
+    caption,
+    caption_with_spans,
+    describe,
+    edit,
+)
+from x2i.mini.media import CLIP_FPS, LAST_FRAME, clip_frames, speak, typeset
 from x2i.mini.world import (
     LANGUAGES,
     POSITIONS,
@@ -46,7 +53,9 @@ WATCH_MIX = {"video2image": 3, "document2image": 4, "image2image": 1, "imagetext
 class Example(NamedTuple):
     """A request put to the MLLM, the answer it should give, the scene that answer describes, and
     what the request shows: (object, ("image", k)) for an object in its k-th image, (object,
-    ("text", (start, end))) for an object whose words are those characters of its text."""
+    ("text", (start, end))) for an object whose words are those characters of its text, (object,
+    ("page", boxes)) for one attribute of an object (the object given by that attribute alone) whose
+    word is typeset in those boxes of the request's one image, a page."""
 
     request: Request
     answer: str
@@ -107,7 +116,11 @@ def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | N
     if task == "audio2image":
         return Example(Request("", [Audio.from_array(*speak(caption(scene, lang, rng), lang, rng))]), describe(scene), scene, [])
     if task == "document2image":
-        return Example(Request("", [document(caption(scene, lang, rng), lang, rng)]), describe(scene), scene, [])
+        text, spans = caption_with_spans(scene, lang, rng)
+        page, boxes = typeset(text, lang, rng)
+        on_page = [({attr: obj[attr]}, ("page", [b for b in boxes[start:end] if b]))  # each word where it is typeset
+                   for obj, span in zip(scene["objects"], spans) for attr, (start, end) in attribute_spans(text, span, obj, lang)]
+        return Example(Request("", [page]), describe(scene), scene, on_page)
     q, answer = question(scene, rng)
     return Example(Request(q, [render(scene, rng)]), answer, scene, in_image)
 

@@ -172,6 +172,29 @@ def caption_with_spans(scene: dict, lang: str, rng: random.Random) -> tuple[str,
 
 
 
+def attribute_spans(text: str, span: tuple[int, int], obj: dict, lang: str) -> list[tuple[str, tuple[int, int]]]:
+    """(attribute, (start, end)) for each of `obj`'s attributes whose words stand in `text[start:end]`
+    (the object's words, as `caption_with_spans` gives them): whole words, endings included."""
+    start, end = span
+    clause = text[start:end].lower()
+    found = []
+    for attr in ("shape", "color", "size", "position"):
+        if attr not in obj:
+            continue
+        forms = WORDS[lang][attr][obj[attr]]
+        forms = [forms[0]] if attr == "shape" and lang == "de" else [forms] if isinstance(forms, str) else list(forms)
+        for form in sorted(forms, key=len, reverse=True):  # "on the left side" before "on the left"
+            at = clause.find(form.lower())
+            if at >= 0:
+                stop = at + len(form)
+                if lang != "zh":  # a German adjective's ending ("rot" -> "roter")
+                    while stop < len(clause) and clause[stop].isalpha():
+                        stop += 1
+                found.append((attr, (start + at, start + stop)))
+                break
+    return found
+
+
 # ---- edits --------------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ clips encoded by FFmpeg through PyAV (mp4) or by Pillow (gif), pages set in real
     clip_frames(scene, rng)     the frames of a clip whose last frames show `scene`
     write_clip(path, frames)    .mp4 or .gif (LAST_FRAME: what a clip's request asks)
     document(text, lang, rng)   a page (PIL image) that shows `text`
+    typeset(text, lang, rng)    the page and where each character is on it
 """
 
 from __future__ import annotations
@@ -138,23 +139,35 @@ def fonts(lang: str) -> list[Path]:
     return found
 
 
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, lang: str) -> list[str]:
-    """Lines that fit `width`: at spaces, or between any two characters in Chinese."""
-    pieces = list(text) if lang == "zh" else text.split(" ")
-    joiner = "" if lang == "zh" else " "
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, lang: str) -> list[tuple[int, int]]:
+    """The (start, end) characters of lines that fit `width`: broken at spaces (which are then not
+    drawn), or between any two characters in Chinese."""
+    if lang == "zh":
+        pieces = [(k, k + 1) for k in range(len(text))]
+    else:
+        pieces, start = [], 0
+        for word in text.split(" "):
+            pieces.append((start, start + len(word)))
+            start += len(word) + 1
     lines = []
-    for piece in pieces:
-        if lines and draw.textlength(lines[-1] + joiner + piece, font=font) <= width:
-            lines[-1] += joiner + piece
+    for start, end in pieces:
+        if lines and draw.textlength(text[lines[-1][0] : end], font=font) <= width:
+            lines[-1] = (lines[-1][0], end)
         else:
-            lines.append(piece)
-    return lines or [""]
+            lines.append((start, end))
+    return lines or [(0, 0)]
 
 
 def document(text: str, lang: str, rng: random.Random) -> Image.Image:
-    """`text` on a page as a screenshot shows it, in one of three layouts: a note (the text
-    alone), a card (a title bar above it), a chat (the text in a bubble); font, size, ink and
-    paper drawn from `rng`. Sizes are chosen so that the whole text fits."""
+    """`text` on a page as a screenshot shows it (`typeset`)."""
+    return typeset(text, lang, rng)[0]
+
+
+def typeset(text: str, lang: str, rng: random.Random) -> tuple[Image.Image, list[tuple[float, float, float, float] | None]]:
+    """`text` on a page in one of three layouts: a note (the text alone), a card (a title bar above
+    it), a chat (the text in a bubble); font, size, ink and paper drawn from `rng`, the size the
+    largest at which the whole text fits. Returns the page and each character's box (x0, y0, x1,
+    y1) in pixels, None for a space a line was broken at."""
     page = Image.new("RGB", PAGE, rng.choice(PAPER))
     draw = ImageDraw.Draw(page)
     layout = rng.choice(("note", "card", "chat"))
@@ -173,9 +186,14 @@ def document(text: str, lang: str, rng: random.Random) -> Image.Image:
         if top + line_height * len(lines) <= PAGE[1] - 8:
             break
     if layout == "chat":
-        text_width = max(draw.textlength(line, font=font) for line in lines)
+        text_width = max(draw.textlength(text[start:end], font=font) for start, end in lines)
         draw.rounded_rectangle([left - 8, top - 5, left + text_width + 8, top + line_height * len(lines) + 3], radius=8, fill=(190, 225, 190))
     ink = rng.choice(INK)
-    for k, line in enumerate(lines):
-        draw.text((left, top + k * line_height), line, font=font, fill=ink)
-    return page
+    boxes: list[tuple[float, float, float, float] | None] = [None] * len(text)
+    for k, (start, end) in enumerate(lines):
+        y = top + k * line_height
+        draw.text((left, y), text[start:end], font=font, fill=ink)
+        _, y0, _, y1 = draw.textbbox((left, y), text[start:end], font=font)  # the line's ink, top to bottom
+        for i in range(start, end):
+            boxes[i] = (left + draw.textlength(text[start:i], font=font), y0, left + draw.textlength(text[start : i + 1], font=font), y1)
+    return page, boxes

@@ -58,6 +58,7 @@ from x2i.mini.language import CJK, caption, describe, edit, words
 from x2i.mini.media import PAGE
 from x2i.mini.readout import english_word_ids, hub_loss, object_tokens
 from x2i.mini.world import (
+    ATTRIBUTES,
     COLORS,
     IMAGE_SIZE,
     LANGUAGES,
@@ -259,9 +260,9 @@ def batch_loss(model, encoder, examples: list[Example], config: MLLMConfig | Non
         result = model(**inputs, position_ids=encoder.position_ids(inputs), labels=labels, use_cache=False, output_hidden_states=True)
         terms["answer"].append((result.loss, int((labels[:, 1:] != -100).sum())))  # the model's loss: a mean over answer tokens
         located = object_tokens(encoder, inputs, group, answered=True) if word_ids else []
-        if located:  # a mean over the objects' tokens
+        if located:  # a mean over the objects' tokens and words
             hub = hub_loss(model, result.hidden_states, located, word_ids, config.hub_layers)
-            terms["hub"].append((hub, sum(len(positions) for _, positions, _ in located)))
+            terms["hub"].append((hub, sum(len(positions) * sum(a in obj for a in ATTRIBUTES) for _, positions, obj in located)))
         if probe is not None:  # a mean over rows
             scenes = [e.scene for e in group]
             terms["probe"].append((probe_loss(probe, result.hidden_states[-1], labels, scenes, config.probe_tokens), len(group)))

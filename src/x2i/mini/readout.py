@@ -13,6 +13,7 @@ read English caption states, and meets the same states when the input is French 
                                                that property (a 4-layer model does not get it alone)
     readout(encoder, n, seed)                  the measurement: how often each layer's states
                                                read out as the object's English color and shape
+                                               (images, captions, pages)
 """
 
 from __future__ import annotations
@@ -53,9 +54,22 @@ def image_cells(obj: dict, grid: int) -> list[int]:
     return cells
 
 
+def page_cells(boxes, size: tuple[int, int], grid: tuple[int, int]) -> list[int]:
+    """Row-major indices of the image tokens (a grid of rows x columns after the 2x2 merge) of a
+    page of `size` (width, height) that overlap any of `boxes` (x0, y0, x1, y1 in pixels)."""
+    (width, height), (rows, cols) = size, grid
+    cell_w, cell_h = width / cols, height / rows
+    cells = set()
+    for x0, y0, x1, y1 in boxes:
+        for row in range(int(y0 // cell_h), min(rows, int(-(-y1 // cell_h)))):
+            for col in range(int(x0 // cell_w), min(cols, int(-(-x1 // cell_w)))):
+                cells.add(row * cols + col)
+    return sorted(cells)
+
+
 def object_tokens(encoder, inputs, examples: list[Example], answered: bool) -> list[tuple[int, list[int], dict]]:
     """(row, token positions, object) for every object the requests show: an image's covering
-    tokens; the last token of a caption's words for the object (the causal model's token there has
+    tokens; a page's tokens over the object's words; the last token of a caption's words for the object (the causal model's token there has
     read them all). `answered`: the inputs hold the examples' answers after the prompts."""
     image_token = encoder.model.config.image_token_id
     merge = encoder.model.config.vision_config.spatial_merge_size
@@ -71,6 +85,10 @@ def object_tokens(encoder, inputs, examples: list[Example], answered: bool) -> l
             if kind == "image":
                 cells = image_cells(obj, row_grids[where][2] // merge)
                 found.append((row, [positions[starts[where] + c] for c in cells], obj))
+            elif kind == "page":
+                _, rows, cols = row_grids[0]
+                cells = page_cells(where, example.request.images[0].size, (rows // merge, cols // merge))
+                found.append((row, [positions[starts[0] + c] for c in cells], obj))
         if in_text:
             ends = encoder.caption_tokens(example.request.text, [where[1] for _, where in in_text], inputs["input_ids"].shape[1],
                                           example.answer if answered else None)
@@ -97,31 +115,33 @@ def english_word_ids(tokenizer) -> dict[str, int]:
 
 
 def hub_loss(model, hidden_states, located, word_ids: dict[str, int], layers: int) -> torch.Tensor:
-    """Mean over objects' tokens, the last `layers` layers and the object's four English words
-    (shape, color, size, place) of -log(the word's probability through the LM head): each word
-    must come out, not just the easiest one (a loss on their summed probability is met by the
-    size word alone, which leaves color and shape unread)."""
-    rows = torch.tensor([row for row, positions, _ in located for _ in positions])
-    cols = torch.tensor([p for _, positions, _ in located for p in positions])
-    targets = torch.tensor([[word_ids[obj[a]] for a in ATTRIBUTES] for _, positions, obj in located for _ in positions])
+    """Mean over objects' tokens, the last `layers` layers and the object's English words (shape,
+    color, size, place; those of its attributes it has) of -log(the word's probability through the
+    LM head): each word must come out, not just the easiest one (a loss on their summed
+    probability is met by the size word alone, which leaves color and shape unread)."""
+    pairs = [(row, p, word_ids[obj[a]]) for row, positions, obj in located for p in positions for a in ATTRIBUTES if a in obj]
+    rows, cols, targets = (torch.tensor(column) for column in zip(*pairs))
     total = len(hidden_states) - 1
     losses = []
     for layer in range(total - layers + 1, total + 1):
         log_probs = logit_lens(model, hidden_states[layer][rows, cols], last=layer == total).log_softmax(-1)
-        losses.append(-log_probs.gather(1, targets).mean())
+        losses.append(-log_probs.gather(1, targets[:, None]).mean())
     return torch.stack(losses).mean()
 
 
 @torch.no_grad()
 def readout(encoder, n: int = 100, seed: int = 2025) -> dict[str, dict[str, list[float]]]:
-    """For images and for captions in each language: per layer (0 = embeddings), the share of
-    objects whose states, averaged over their tokens and read through the LM head, rank the
-    object's color first among the six English color words, and its shape among the three."""
+    """For images, captions in each language and pages showing them: per layer (0 = embeddings),
+    the share of objects whose states, averaged over their tokens (on a page: over the tokens of
+    the color's or the shape's word) and read through the LM head, rank the object's color first
+    among the six English color words, and its shape among the three."""
     rng = random.Random(seed)
     word_ids = english_word_ids(encoder.processor.tokenizer)
     lines = {"image": [sample_with_scene(rng, "image2image") for _ in range(n)]}
     for lang in LANGUAGES:
         lines[lang] = [sample_with_scene(rng, "text2image", lang) for _ in range(n)]
+    for lang in LANGUAGES:
+        lines[f"page {lang}"] = [sample_with_scene(rng, "document2image", lang) for _ in range(n)]
     report = {}
     for line, examples in lines.items():
         inputs = encoder.prepare([e.request for e in examples])
@@ -129,13 +149,13 @@ def readout(encoder, n: int = 100, seed: int = 2025) -> dict[str, dict[str, list
         located = object_tokens(encoder, inputs, examples, answered=False)
         total = len(states) - 1
         scores = {"color": [], "shape": []}
-        for layer, hidden in enumerate(states):
-            pooled = torch.stack([hidden[row, positions].mean(0) for row, positions, _ in located])
-            logits = logit_lens(encoder.model, pooled, last=layer == total)
-            for attr, values in (("color", COLORS), ("shape", SHAPES)):
-                ids = torch.tensor([word_ids[v] for v in values])
-                best = logits[:, ids].argmax(-1)
-                truth = torch.tensor([values.index(obj[attr]) for _, _, obj in located])
+        for attr, values in (("color", COLORS), ("shape", SHAPES)):
+            showing = [(row, positions, obj) for row, positions, obj in located if attr in obj]
+            ids = torch.tensor([word_ids[v] for v in values])
+            truth = torch.tensor([values.index(obj[attr]) for _, _, obj in showing])
+            for layer, hidden in enumerate(states):
+                pooled = torch.stack([hidden[row, positions].mean(0) for row, positions, _ in showing])
+                best = logit_lens(encoder.model, pooled, last=layer == total)[:, ids].argmax(-1)
                 scores[attr].append(round((best == truth).float().mean().item(), 3))
         report[line] = scores
     return report
