@@ -15,9 +15,10 @@ from x2i.mini.readout import (
     hub_loss,
     image_cells,
     object_tokens,
+    page_cells,
     readout,
 )
-from x2i.mini.world import RGB, random_scene, render
+from x2i.mini.world import LANGUAGES, RGB, random_scene, render
 
 
 def test_image_cells_by_hand():
@@ -35,6 +36,44 @@ def test_image_cells_hold_the_objects_pixels():
         pixels = np.asarray(render(scene, rng)).astype(int)
         mask = (np.abs(pixels - np.array(RGB[obj["color"]])).sum(-1) < 60).reshape(4, 16, 4, 16).sum((1, 3))
         assert int(mask.argmax()) in image_cells(obj, 4), obj
+
+
+def test_page_cells_by_hand():
+    assert page_cells([(0, 0, 15, 15)], (256, 128), (8, 16)) == [0]  # inside the first 16 px cell
+    assert page_cells([(10, 20, 40, 30)], (256, 128), (8, 16)) == [16, 17, 18]  # the second row, three columns
+    assert page_cells([(250, 120, 256, 128), (0, 0, 1, 1)], (256, 128), (8, 16)) == [0, 127]
+    assert page_cells([(16, 0, 40, 10), (5, 5, 5, 9)], (256, 128), (8, 16)) == [1, 2]  # touching a cell is not overlapping it; an empty box (a space) covers nothing
+
+
+def test_a_pages_word_tokens_are_where_its_ink_is():
+    """On pages in every language, each color and shape word's tokens (after the 2x2 merge, 16 px
+    each) hold nearly all of that word's ink, and nearly all of them show some of it (a glyph's box
+    has empty corners)."""
+    encoder = load_encoder(locate("mini", "mllm"))
+    image_token = encoder.model.config.image_token_id
+    rng = random.Random(6)
+    inked, cells_seen = 0, 0
+    for lang in LANGUAGES:
+        examples = [sample_with_scene(rng, "document2image", lang) for _ in range(6)]
+        inputs = encoder.prepare([e.request for e in examples])
+        for row, positions, obj in object_tokens(encoder, inputs, examples, answered=False):
+            first = int((inputs["input_ids"][row] == image_token).nonzero()[0])
+            cells = [p - first for p in positions]
+            assert cells and all(0 <= c < 128 for c in cells)
+            (_, boxes), = [where for shown, where in examples[row].shown if shown is obj]
+            page = np.asarray(examples[row].request.images[0].convert("L")).astype(int)
+            dark = np.abs(page - np.median(page)) > 60  # glyphs against the paper (or the bubble)
+            ink = np.zeros(page.shape, bool)
+            for x0, y0, x1, y1 in boxes:
+                ink[int(y0) : int(y1) + 1, int(x0) : int(x1) + 1] = True
+            ink &= dark
+            covered = np.zeros(page.shape, bool)
+            for c in cells:
+                covered[c // 16 * 16 : c // 16 * 16 + 16, c % 16 * 16 : c % 16 * 16 + 16] = True
+                inked += dark[c // 16 * 16 : c // 16 * 16 + 16, c % 16 * 16 : c % 16 * 16 + 16].any()
+            cells_seen += len(cells)
+            assert ink.any() and (ink & covered).sum() == ink.sum()
+    assert inked >= 0.9 * cells_seen
 
 
 def test_object_tokens_find_caption_words_and_image_tokens():

@@ -166,8 +166,8 @@ def document(text: str, lang: str, rng: random.Random) -> Image.Image:
 def typeset(text: str, lang: str, rng: random.Random) -> tuple[Image.Image, list[tuple[float, float, float, float] | None]]:
     """`text` on a page in one of three layouts: a note (the text alone), a card (a title bar above
     it), a chat (the text in a bubble); font, size, ink and paper drawn from `rng`, the size the
-    largest at which the whole text fits. Returns the page and each character's box (x0, y0, x1,
-    y1) in pixels, None for a space a line was broken at."""
+    largest at which the whole text fits. Returns the page and each character's ink box (x0, y0,
+    x1, y1) in pixels (empty for a space), None for a space a line was broken at."""
     page = Image.new("RGB", PAGE, rng.choice(PAPER))
     draw = ImageDraw.Draw(page)
     layout = rng.choice(("note", "card", "chat"))
@@ -193,7 +193,8 @@ def typeset(text: str, lang: str, rng: random.Random) -> tuple[Image.Image, list
     for k, (start, end) in enumerate(lines):
         y = top + k * line_height
         draw.text((left, y), text[start:end], font=font, fill=ink)
-        _, y0, _, y1 = draw.textbbox((left, y), text[start:end], font=font)  # the line's ink, top to bottom
-        for i in range(start, end):
-            boxes[i] = (left + draw.textlength(text[start:i], font=font), y0, left + draw.textlength(text[start : i + 1], font=font), y1)
+        for i in range(start, end):  # each glyph's own ink, where the line's advance puts it
+            x = left + draw.textlength(text[start:i], font=font)
+            x0, y0, x1, y1 = font.getbbox(text[i])
+            boxes[i] = (x + x0, y + y0, x + x1, y + y1)
     return page, boxes

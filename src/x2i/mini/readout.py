@@ -61,9 +61,10 @@ def page_cells(boxes, size: tuple[int, int], grid: tuple[int, int]) -> list[int]
     cell_w, cell_h = width / cols, height / rows
     cells = set()
     for x0, y0, x1, y1 in boxes:
-        for row in range(int(y0 // cell_h), min(rows, int(-(-y1 // cell_h)))):
-            for col in range(int(x0 // cell_w), min(cols, int(-(-x1 // cell_w)))):
-                cells.add(row * cols + col)
+        for row in range(rows):
+            for col in range(cols):
+                if min(x1, (col + 1) * cell_w) > max(x0, col * cell_w) and min(y1, (row + 1) * cell_h) > max(y0, row * cell_h):
+                    cells.add(row * cols + col)
     return sorted(cells)
 
 
