@@ -123,11 +123,12 @@ def test_length_grouped_micro_batches_give_the_whole_batch_loss_and_gradient():
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
-def test_watching_and_reading_train_the_vision_tower_only(tmp_path):
-    """Stage 5 on a model made by stages 1-4: clips and pages move the vision tower alone, so
-    text reads exactly as before (and the AlignNet distilled on it stays valid)."""
+@pytest.mark.parametrize("stage", [{"watch_steps": 2}, {"watch_steps": 0, "read_steps": 2, "read_batch": 4}], ids=["watching", "reading"])
+def test_watching_and_reading_train_the_vision_tower_only(tmp_path, stage):
+    """Stages 5 and 6 on a model made by stages 1-4: clips and pages move the vision tower alone,
+    so text reads exactly as before (and the AlignNet distilled on it stays valid)."""
     shipped = load_encoder(locate("mini", "mllm"))
-    config = MLLMConfig(start_from=str(locate("mini", "mllm")), watch_steps=2, batch=4, warmup=0)
+    config = MLLMConfig(start_from="mini", batch=4, warmup=0, **stage)
     watched = load_encoder(train_mllm(config, tmp_path / "watched", progress=False))
     before, after = shipped.model.state_dict(), watched.model.state_dict()
     changed = {name for name in before if not torch.equal(before[name], after[name])}

@@ -15,7 +15,9 @@ then the vision tower alone on clips and pages:
 5. watching and reading (`WATCH_MIX`): clips ("draw the last frame") and documents (a page
    showing a caption in any language -> its scene), beside the image tasks, training the vision
    tower only. The language model stays frozen, as in stage 2, so text reads exactly as before and
-   an AlignNet distilled on the model's text stays valid.
+   an AlignNet distilled on the model's text stays valid;
+6. reading (`READ_MIX`, off unless `read_steps`): stage 5 weighted to pages, with the semantic hub
+   on each word's tokens (not in the shipped model yet).
 
 Two training-only objectives stand in for properties measured in large MLLMs that a 4-layer model
 does not get by itself (docs/mini-world.md): the semantic hub (`x2i.mini.readout.hub_loss`: an
@@ -43,9 +45,11 @@ from x2i.architectures import (
     save_qwen2_5_vl,
 )
 from x2i.inference.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
+from x2i.inference.locations import locate
 from x2i.media import Audio
 from x2i.mini.examples import (
     EDIT_MIX,
+    READ_MIX,
     TRAINING_MIX,
     WATCH_MIX,
     Example,
@@ -82,7 +86,11 @@ class MLLMConfig:
     edit_lr: float = option(3e-4, "stage 4's learning rate (its warm-up: half of --warmup)")
     watch_steps: int = option(1200, "stage 5: clips and documents, the vision tower only (0: none)")
     watch_lr: float = option(1e-3, "stage 5's learning rate")
-    start_from: str = option("", "a mini MLLM made by stages 1-4 (e.g. the shipped one before stage 5): run only stage 5 on it")
+    read_steps: int = option(0, "stage 6: reading pages, the vision tower only, the semantic hub on each word's tokens "
+                             "(0: none; not in the shipped model yet, BENCHMARKS.md)")
+    read_batch: int = option(16, "stage 6's requests per step")
+    read_lr: float = option(1e-3, "stage 6's learning rate")
+    start_from: str = option("", "a mini MLLM made by stages 1-4 (a directory, or mini: the shipped one): run only stages 5 and 6 on it")
     batch: int = option(32, "texts or requests per step")
     lr: float = option(1e-3, "learning rate (each stage: warm-up, then cosine decay)")
     warmup: int = option(200, "warm-up steps of each stage")
@@ -151,8 +159,9 @@ def answer_labels(encoder: Qwen2_5_VLEncoder, inputs, answers: list[str]) -> tor
 def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Path:
     torch.manual_seed(config.seed)
     if config.start_from:
-        tokenizer = AutoTokenizer.from_pretrained(config.start_from)
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(config.start_from)
+        start = locate(config.start_from, "mllm")  # a directory, or mini: the shipped one
+        tokenizer = AutoTokenizer.from_pretrained(start)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(start)
     else:
         tokenizer = build_mini_tokenizer(config)
         model = build_qwen2_5_vl(
@@ -179,6 +188,16 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         train_loop("mini MLLM 5/5 watching and reading", config.watch_steps, vision,
                    lambda _: batch_loss(model, encoder, [sample_with_scene(rng, mix=WATCH_MIX) for _ in range(config.batch)]),
                    lr=config.watch_lr, warmup=config.warmup // 2, clip=vision, progress=progress)
+    if config.read_steps:
+        # Stage 6: reading. Trained through the frozen LM on a page's scene alone, the tower does not
+        # learn glyphs; each word's tokens read out as its English word (as an image's object tokens
+        # do, stages 2-4) give it a signal per word.
+        rng = random.Random(config.seed + 6006)
+        word_ids = english_word_ids(tokenizer)
+        vision = train_only(model, model.model.visual.parameters())
+        train_loop("mini MLLM 6 reading", config.read_steps, vision,
+                   lambda _: batch_loss(model, encoder, [sample_with_scene(rng, mix=READ_MIX) for _ in range(config.read_batch)], config, word_ids),
+                   lr=config.read_lr, warmup=config.warmup // 4, clip=vision, progress=progress)
     model.eval()
     return save_qwen2_5_vl(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2)
 
