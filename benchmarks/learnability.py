@@ -34,7 +34,7 @@ from x2i.inference.locations import locate
 from x2i.inference.request import Request
 from x2i.mini import media
 from x2i.mini.examples import sample_with_scene
-from x2i.mini.language import WORDS, caption
+from x2i.mini.language import caption, word_forms
 from x2i.mini.readout import object_tokens, page_cells
 from x2i.mini.world import (
     ATTRIBUTES,
@@ -51,61 +51,64 @@ GRID = (media.PAGE[1] // 16, media.PAGE[0] // 16)  # the mini Qwen2.5-VL's token
 
 
 def vision_probe(kind: str, rng: random.Random):
-    """The mini Qwen2.5-VL's tower, and a step function giving (tokens, labels, classes)."""
+    """The mini Qwen2.5-VL, its tower, and a function giving one batch: (states, {head: (labels,
+    classes)})."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(locate("mini", "mllm"))
     encoder = Qwen2_5_VLEncoder(model, Qwen2_5_VLEncoder.load_processor(locate("mini", "mllm")))
-    tower = model.model.visual
 
     def tokens(pages):
         inputs = encoder.prepare([Request("", [page]) for page in pages])
-        return torch.cat(list(model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output)), inputs
+        states = torch.cat(list(model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output))
+        return states.view(len(pages), -1, states.shape[-1]), inputs  # [pages, tokens per page, width]
 
     if kind == "page-words":
         classes = [v for a in ATTRIBUTES for v in VALUES[a]]
 
         def batch():
             examples = [sample_with_scene(rng, "document2image") for _ in range(BATCH)]
-            states, inputs = tokens([e.request.images[0] for e in examples])
-            per_page = states.view(BATCH, -1, states.shape[-1])
-            located = object_tokens(encoder, inputs, examples, answered=False)
+            per_page, inputs = tokens([e.request.images[0] for e in examples])
             first = (inputs["input_ids"] == model.config.image_token_id).int().argmax(1)  # each row's first image token
-            rows = [(row, p - int(first[row]), classes.index(next(iter(obj.values())))) for row, positions, obj in located for p in positions]
-            return per_page[[r for r, _, _ in rows], [c for _, c, _ in rows]], torch.tensor([k for _, _, k in rows]), classes
-    else:
-        classes = SHAPES if kind == "page-shapes" else [(a, v) for a in ("shape", "color") for v in VALUES[a]]
+            rows = [(row, p - int(first[row]), classes.index(next(iter(obj.values()))))
+                    for row, positions, obj in object_tokens(encoder, inputs, examples, answered=False) for p in positions]
+            states = per_page[[r for r, _, _ in rows], [c for _, c, _ in rows]]
+            return states, {kind: (torch.tensor([k for _, _, k in rows]), classes)}
 
-        def page():
-            paper = Image.new("RGB", media.PAGE, rng.choice(media.PAPER))
-            if kind == "page-shapes":
-                scene = random_scene(rng, 1)
-                x, y = rng.randint(0, media.PAGE[0] - 64), rng.randint(0, media.PAGE[1] - 64)
-                paper.paste(render(scene, rng), (x, y))
-                return paper, (x, y, x + 64, y + 64), SHAPES.index(scene["objects"][0]["shape"])
-            k = rng.randrange(len(classes))
-            (attr, value), lang = classes[k], rng.choice(LANGUAGES)
-            word = WORDS[lang][attr][value]
-            word = word[0] if isinstance(word, tuple) else word  # German nouns carry their gender
-            draw = ImageDraw.Draw(paper)
-            font = ImageFont.truetype(str(rng.choice(media.fonts(lang))), rng.randint(24, 32))
-            _, _, w, h = draw.textbbox((0, 0), word, font=font)
-            at = (rng.randint(0, max(0, media.PAGE[0] - w)), rng.randint(0, max(0, media.PAGE[1] - h)))
-            draw.text(at, word, font=font, fill=rng.choice(media.INK))
-            return paper, draw.textbbox(at, word, font=font), k
+        return model, model.model.visual, batch
 
-        def batch():
-            pages = [page() for _ in range(BATCH)]
-            states, _ = tokens([p for p, _, _ in pages])
-            per_page = states.view(BATCH, -1, states.shape[-1])
-            pooled = torch.stack([per_page[j, page_cells([box], media.PAGE, GRID)].mean(0) for j, (_, box, _) in enumerate(pages)])
-            return pooled, torch.tensor([k for _, _, k in pages]), classes
+    classes = SHAPES if kind == "page-shapes" else [(a, v) for a in ("shape", "color") for v in VALUES[a]]
 
-    return model, tower, {"": batch}
+    def page():
+        paper = Image.new("RGB", media.PAGE, rng.choice(media.PAPER))
+        if kind == "page-shapes":
+            scene = random_scene(rng, 1)
+            x, y = rng.randint(0, media.PAGE[0] - 64), rng.randint(0, media.PAGE[1] - 64)
+            paper.paste(render(scene, rng), (x, y))
+            return paper, (x, y, x + 64, y + 64), SHAPES.index(scene["objects"][0]["shape"])
+        k = rng.randrange(len(classes))
+        (attr, value), lang = classes[k], rng.choice(LANGUAGES)
+        word = word_forms(lang, attr, value)[0]
+        draw = ImageDraw.Draw(paper)
+        font = ImageFont.truetype(str(rng.choice(media.fonts(lang))), rng.randint(24, 32))
+        _, _, w, h = draw.textbbox((0, 0), word, font=font)
+        at = (rng.randint(0, max(0, media.PAGE[0] - w)), rng.randint(0, max(0, media.PAGE[1] - h)))
+        draw.text(at, word, font=font, fill=rng.choice(media.INK))
+        return paper, draw.textbbox(at, word, font=font), k
+
+    def batch():
+        pages = [page() for _ in range(BATCH)]
+        per_page, _ = tokens([p for p, _, _ in pages])
+        pooled = torch.stack([per_page[j, page_cells([box], media.PAGE, GRID)].mean(0) for j, (_, box, _) in enumerate(pages)])
+        return pooled, {kind: (torch.tensor([k for _, _, k in pages]), classes)}
+
+    return model, model.model.visual, batch
 
 
 def speech_probe(rng: random.Random):
-    """The mini Qwen2.5-Omni's new audio encoder (as `x2i mini train-mllm --reader qwen2_5_omni` builds it)."""
+    """The mini Qwen2.5-Omni's new audio encoder (as `x2i mini train-mllm --reader qwen2_5_omni`
+    builds it), and a function giving one batch: the mean of each spoken caption's tokens, with
+    its language and its first object's color and shape."""
     from transformers import AutoImageProcessor
 
     from x2i.architectures import save_qwen2_5_omni
@@ -118,28 +121,18 @@ def speech_probe(rng: random.Random):
     image_processor = AutoImageProcessor.from_pretrained(locate("mini", "mllm"), backend="pil")
     encoder = Qwen2_5OmniEncoder(model, Qwen2_5OmniEncoder.load_processor(
         save_qwen2_5_omni(model, tokenizer, image_processor, tempfile.mkdtemp(), video_pixels=IMAGE_SIZE**2, chunk_length=CHUNK_SECONDS)))
-    labels = {"language": LANGUAGES, "color": COLORS, "shape": SHAPES}
-    cache = {}
 
-    def pooled():
-        if "batch" not in cache or cache["used"] == len(labels):  # one spoken batch serves the three heads
-            scenes = [(random_scene(rng), rng.choice(LANGUAGES)) for _ in range(BATCH)]
-            requests = [Request("", [Audio.from_array(*media.speak(caption(s, lang, rng), lang, rng))]) for s, lang in scenes]
-            inputs = encoder.prepare(requests)
-            states = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).last_hidden_state
-            lengths = (inputs["input_ids"] == model.config.audio_token_id).sum(1).tolist()
-            cache.update(batch=(torch.stack([s.mean(0) for s in states.split(lengths)]), scenes), used=0)
-        cache["used"] += 1
-        return cache["batch"]
+    def batch():
+        said = [(random_scene(rng), rng.choice(LANGUAGES)) for _ in range(BATCH)]
+        inputs = encoder.prepare([Request("", [Audio.from_array(*media.speak(caption(s, lang, rng), lang, rng))]) for s, lang in said])
+        states = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).last_hidden_state
+        lengths = (inputs["input_ids"] == model.config.audio_token_id).sum(1).tolist()
+        pooled = torch.stack([s.mean(0) for s in states.split(lengths)])
+        heads = {"language": ([lang for _, lang in said], LANGUAGES), "color": ([s["objects"][0]["color"] for s, _ in said], COLORS),
+                 "shape": ([s["objects"][0]["shape"] for s, _ in said], SHAPES)}
+        return pooled, {name: (torch.tensor([classes.index(v) for v in values]), classes) for name, (values, classes) in heads.items()}
 
-    def head(name):
-        def batch():
-            states, scenes = pooled()
-            value = [lang if name == "language" else s["objects"][0][name] for s, lang in scenes]
-            return states, torch.tensor([labels[name].index(v) for v in value]), labels[name]
-        return batch
-
-    return model, model.model.audio_tower, {name: head(name) for name in labels}
+    return model, model.model.audio_tower, batch
 
 
 def main() -> None:
@@ -151,29 +144,28 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    model, encoder, batches = speech_probe(rng) if args.probe == "speech" else vision_probe(args.probe, rng)
+    model, encoder, batch = speech_probe(rng) if args.probe == "speech" else vision_probe(args.probe, rng)
     model.requires_grad_(False)
     encoder.requires_grad_(True).train()
-    heads, seen = {}, {name: [] for name in batches}
-    optimizer = None
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr, weight_decay=0)
+    heads, seen = {}, {}
     start = time.time()
     for step in range(args.steps):
+        states, labelled = batch()
         losses = []
-        for name, batch in batches.items():
-            states, labels, classes = batch()
-            if name not in heads:
+        for name, (labels, classes) in labelled.items():
+            if name not in heads:  # a linear head per label, made at the first batch
                 heads[name] = torch.nn.Linear(states.shape[-1], len(classes))
-                optimizer = optimizer or torch.optim.AdamW(encoder.parameters(), lr=args.lr, weight_decay=0)
                 optimizer.add_param_group({"params": heads[name].parameters()})
             losses.append(torch.nn.functional.cross_entropy(heads[name](states), labels))
-            seen[name].append((losses[-1].item(), math.log(len(classes))))
+            seen.setdefault(name, []).append((losses[-1].item(), math.log(len(classes))))
         for group in optimizer.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / 30)
         optimizer.zero_grad()
         sum(losses).backward()
         optimizer.step()
         if (step + 1) % 20 == 0:
-            shown = ", ".join(f"{name or args.probe} {sum(v for v, _ in s[-20:]) / 20:.3f} (chance {s[-1][1]:.3f})" for name, s in seen.items())
+            shown = ", ".join(f"{name} {sum(v for v, _ in s[-20:]) / 20:.3f} (chance {s[-1][1]:.3f})" for name, s in seen.items())
             print(f"step {step + 1}: {shown}  {time.time() - start:.0f} s", flush=True)
 
 

@@ -172,6 +172,14 @@ def caption_with_spans(scene: dict, lang: str, rng: random.Random) -> tuple[str,
 
 
 
+def word_forms(lang: str, attr: str, value: str) -> tuple[str, ...]:
+    """The ways captions in `lang` write `value` of `attr` (a German noun without its gender)."""
+    forms = WORDS[lang][attr][value]
+    if attr == "shape" and lang == "de":
+        return forms[:1]
+    return (forms,) if isinstance(forms, str) else forms
+
+
 def attribute_spans(text: str, span: tuple[int, int], obj: dict, lang: str) -> list[tuple[str, tuple[int, int]]]:
     """(attribute, (start, end)) for each of `obj`'s attributes whose words stand in `text[start:end]`
     (the object's words, as `caption_with_spans` gives them): whole words, endings included."""
@@ -181,9 +189,7 @@ def attribute_spans(text: str, span: tuple[int, int], obj: dict, lang: str) -> l
     for attr in ("shape", "color", "size", "position"):
         if attr not in obj:
             continue
-        forms = WORDS[lang][attr][obj[attr]]
-        forms = [forms[0]] if attr == "shape" and lang == "de" else [forms] if isinstance(forms, str) else list(forms)
-        for form in sorted(forms, key=len, reverse=True):  # "on the left side" before "on the left"
+        for form in sorted(word_forms(lang, attr, obj[attr]), key=len, reverse=True):  # "on the left side" before "on the left"
             at = clause.find(form.lower())
             if at >= 0:
                 stop = at + len(form)
