@@ -109,6 +109,28 @@ def test_file_cases_are_written_beside_the_case_file_and_load_back(tmp_path, cap
         {k: v.replace("cases-media", "again") if isinstance(v, str) else v for k, v in c.items()} for c in cases]
 
 
+def test_a_cut_run_leaves_the_old_cases_files_intact(tmp_path, monkeypatch):
+    out = tmp_path / "cases.jsonl"
+    assert main(["mini", "make-cases", "--out", str(out), "--n", "2", "--tasks", "document2image", "--langs", "en", "--seed", "3"]) in (0, None)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "cases-media").iterdir()}
+    made = []
+
+    def document_then_cut(text, lang, rng):
+        if made:
+            raise KeyboardInterrupt  # cut after the first new file is written
+        made.append(text)
+        return media.document(text, lang, rng)
+
+    monkeypatch.setattr("x2i.mini.eval.document", document_then_cut)
+    assert main(["mini", "make-cases", "--out", str(out), "--n", "2", "--tasks", "document2image", "--langs", "en", "--seed", "4"]) == 130
+    assert made and {p.name: p.read_bytes() for p in (tmp_path / "cases-media").iterdir()} == before
+    assert all((tmp_path / c["document"]).is_file() for c in map(json.loads, out.read_text().splitlines()))
+    monkeypatch.undo()
+    assert main(["mini", "make-cases", "--out", str(out), "--n", "2", "--tasks", "document2image", "--langs", "en", "--seed", "4"]) in (0, None)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "cases-media").iterdir()} != before  # a whole run replaces them
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases-media", "cases.jsonl"]
+
+
 def test_a_missing_or_broken_file_names_the_line(tmp_path):
     (tmp_path / "broken.wav").write_text("not sound")
     for line, message in [({"task": "audio2image", "expect": SCENE}, "names its audio file"),

@@ -35,11 +35,17 @@ def write_text(path: Path, text: str) -> None:
 @contextlib.contextmanager
 def atomic_directory(final: Path):
     """Write into a temporary sibling of `final`; on success fsync it and rename it into place
-    (replacing an older `final`), so readers see the old directory or the whole new one."""
+    (replacing an older `final`), so readers see the old directory or the whole new one. On an
+    error or an interrupt the temporary one is removed (a killed process leaves it for the next
+    call to clear)."""
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    yield tmp
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from x2i.errors import X2IError
 from x2i.inference.request import Request
+from x2i.media.files import atomic_directory
 from x2i.media import Audio, Video, load_image
 from x2i.mini.judge import read_objects, scene_correct
 from x2i.mini.language import caption, instruction
@@ -63,7 +64,17 @@ from x2i.training.data import read_jsonl
 def make_cases(n: int, tasks=TASKS, langs=LANGUAGES, seed: int = 0, num_objects: int | None = None, media: Path | None = None) -> list[dict]:
     """`n` fresh cases for each (task, language) pair; languages only matter where there is text.
     The file tasks' inputs are written into the directory `media`, and named relative to its parent
-    (where the case file goes)."""
+    (where the case file goes). The directory is written whole: a new one replaces an older one
+    only once all its files are written, so a cut run leaves the old cases' files intact."""
+    if any(task in MEDIA_TASKS for task in tasks):
+        if media is None:
+            raise X2IError(f"{', '.join(t for t in tasks if t in MEDIA_TASKS)} cases need a directory for their files")
+        with atomic_directory(media) as written:
+            return _make_cases(n, tasks, langs, seed, num_objects, written, media.name)
+    return _make_cases(n, tasks, langs, seed, num_objects, None, "")
+
+
+def _make_cases(n, tasks, langs, seed, num_objects, written: Path | None, media_name: str) -> list[dict]:
     rng = random.Random(seed)
     cases = []
     for task in tasks:
@@ -81,27 +92,25 @@ def make_cases(n: int, tasks=TASKS, langs=LANGUAGES, seed: int = 0, num_objects:
                     a, b = ({"objects": [random_object(rng, p)]} for p in rng.sample(POSITIONS, 2))
                     cases.append({"task": task, "lang": lang, "images": [a, b], "expect": combine([a, b])})
                 else:
-                    cases.append(_file_case(task, lang, scene, media, len(cases), rng))
+                    cases.append(_file_case(task, lang, scene, written, media_name, len(cases), rng))
     return cases
 
 
-def _file_case(task: str, lang: str, scene: dict, media: Path | None, number: int, rng: random.Random) -> dict:
-    """A case of a file task, its file written into `media`."""
-    if media is None:
-        raise X2IError(f"{task} cases need a directory for their files")
-    media.mkdir(parents=True, exist_ok=True)
+def _file_case(task: str, lang: str, scene: dict, written: Path, media_name: str, number: int, rng: random.Random) -> dict:
+    """A case of a file task, its file written into `written` and named as in `media_name`."""
     case, name = {"task": task, "lang": lang}, f"{number:05d}"
     if task == "audio2image":
         case["said"] = caption(scene, lang, rng)
-        write_wav(media / f"{name}.wav", *speak(case["said"], lang, rng))
-        case["audio"] = f"{media.name}/{name}.wav"
+        write_wav(written / f"{name}.wav", *speak(case["said"], lang, rng))
+        case["audio"] = f"{media_name}/{name}.wav"
     elif task == "video2image":
-        case["video"] = f"{media.name}/{name}{('.mp4', '.gif')[number % 2]}"  # both, in turn
-        write_clip(media.parent / case["video"], clip_frames(scene, rng))
+        file = f"{name}{('.mp4', '.gif')[number % 2]}"  # both, in turn
+        write_clip(written / file, clip_frames(scene, rng))
+        case["video"] = f"{media_name}/{file}"
     else:
         case["shows"] = caption(scene, lang, rng)
-        document(case["shows"], lang, rng).save(media / f"{name}.png")
-        case["document"] = f"{media.name}/{name}.png"
+        document(case["shows"], lang, rng).save(written / f"{name}.png")
+        case["document"] = f"{media_name}/{name}.png"
     return {**case, "expect": scene}
 
 
