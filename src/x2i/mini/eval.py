@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from x2i.errors import X2IError
 from x2i.inference.request import Request
-from x2i.media.files import atomic_directory
 from x2i.media import Audio, Video, load_image
+from x2i.media.files import atomic_directory
 from x2i.mini.judge import read_objects, scene_correct
 from x2i.mini.language import caption, instruction
 from x2i.mini.media import (
