@@ -11,10 +11,13 @@ language model), on one of:
                 English value (9 classes)
   page-shapes   a scene image pasted somewhere on a page -> its object's shape (3): the control
                 (what the tower already reads, through the same page path)
+  speech-words  captions spoken (`x2i.mini.media.speak_words`): each word's tokens while it is said
+                -> its English attribute value (16 classes), from the mini Omni's new audio encoder
   speech        a caption spoken (`x2i.mini.media.speak`) -> its language, and its first object's
                 color and shape, from the mean of the mini Omni's new audio encoder's tokens
 
-It prints the mean loss every 20 steps beside chance (the log of the number of classes), so a
+It prints the mean loss every 20 steps beside chance (the log of the number of classes) and the
+prior (the entropy of the labels seen: what a head that ignores the encoder reaches), so a
 diagnosis of "not learning" or "learning slowly" comes in minutes, not a 40-minute stage.
 """
 
@@ -47,6 +50,7 @@ from x2i.mini.world import (
 )
 
 BATCH = 16
+WORD_CLASSES = [v for a in ATTRIBUTES for v in VALUES[a]]  # the English values a word can have
 GRID = (media.PAGE[1] // 16, media.PAGE[0] // 16)  # the mini Qwen2.5-VL's tokens on a page: 16 px each (8 px patches, 2x2 merged)
 
 
@@ -64,16 +68,14 @@ def vision_probe(kind: str, rng: random.Random):
         return states.view(len(pages), -1, states.shape[-1]), inputs  # [pages, tokens per page, width]
 
     if kind == "page-words":
-        classes = [v for a in ATTRIBUTES for v in VALUES[a]]
-
         def batch():
             examples = [sample_with_scene(rng, "document2image") for _ in range(BATCH)]
             per_page, inputs = tokens([e.request.images[0] for e in examples])
             first = (inputs["input_ids"] == model.config.image_token_id).int().argmax(1)  # each row's first image token
-            rows = [(row, p - int(first[row]), classes.index(next(iter(obj.values()))))
+            rows = [(row, p - int(first[row]), WORD_CLASSES.index(next(iter(obj.values()))))
                     for row, positions, obj in object_tokens(encoder, inputs, examples, answered=False) for p in positions]
             states = per_page[[r for r, _, _ in rows], [c for _, c, _ in rows]]
-            return states, {kind: (torch.tensor([k for _, _, k in rows]), classes)}
+            return states, {kind: (torch.tensor([k for _, _, k in rows]), WORD_CLASSES)}
 
         return model, model.model.visual, batch
 
@@ -105,10 +107,11 @@ def vision_probe(kind: str, rng: random.Random):
     return model, model.model.visual, batch
 
 
-def speech_probe(rng: random.Random):
+def speech_probe(kind: str, rng: random.Random):
     """The mini Qwen2.5-Omni's new audio encoder (as `x2i mini train-mllm --reader qwen2_5_omni`
-    builds it), and a function giving one batch: the mean of each spoken caption's tokens, with
-    its language and its first object's color and shape."""
+    builds it), and a function giving one batch: "speech", the mean of each spoken caption's tokens,
+    with its language and its first object's color and shape; "speech-words", each word's tokens
+    (while it is said) with its English value."""
     from transformers import AutoImageProcessor
 
     from x2i.architectures import save_qwen2_5_omni
@@ -122,6 +125,16 @@ def speech_probe(rng: random.Random):
     encoder = Qwen2_5OmniEncoder(model, Qwen2_5OmniEncoder.load_processor(
         save_qwen2_5_omni(model, tokenizer, image_processor, tempfile.mkdtemp(), video_pixels=IMAGE_SIZE**2, chunk_length=CHUNK_SECONDS)))
 
+    def words():
+        examples = [sample_with_scene(rng, "audio2image") for _ in range(BATCH)]
+        inputs = encoder.prepare([e.request for e in examples])
+        states = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).last_hidden_state
+        first = (inputs["input_ids"] == model.config.audio_token_id).int().argmax(1)  # each row's first sound token
+        starts = [0, *torch.cumsum((inputs["input_ids"] == model.config.audio_token_id).sum(1), 0).tolist()]
+        rows = [(starts[row] + p - int(first[row]), WORD_CLASSES.index(next(iter(obj.values()))))
+                for row, positions, obj in object_tokens(encoder, inputs, examples, answered=False) for p in positions]
+        return states[[r for r, _ in rows]], {kind: (torch.tensor([k for _, k in rows]), WORD_CLASSES)}
+
     def batch():
         said = [(random_scene(rng), rng.choice(LANGUAGES)) for _ in range(BATCH)]
         inputs = encoder.prepare([Request("", [Audio.from_array(*media.speak(caption(s, lang, rng), lang, rng))]) for s, lang in said])
@@ -132,23 +145,29 @@ def speech_probe(rng: random.Random):
                  "shape": ([s["objects"][0]["shape"] for s, _ in said], SHAPES)}
         return pooled, {name: (torch.tensor([classes.index(v) for v in values]), classes) for name, (values, classes) in heads.items()}
 
-    return model, model.model.audio_tower, batch
+    return model, model.model.audio_tower, words if kind == "speech-words" else batch
+
+
+def prior(counts: torch.Tensor) -> float:
+    """The entropy of the labels seen: the best loss a head that ignores its input can reach."""
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--probe", choices=("page-words", "big-words", "page-shapes", "speech"), required=True)
+    parser.add_argument("--probe", choices=("page-words", "big-words", "page-shapes", "speech", "speech-words"), required=True)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    model, encoder, batch = speech_probe(rng) if args.probe == "speech" else vision_probe(args.probe, rng)
+    model, encoder, batch = speech_probe(args.probe, rng) if args.probe.startswith("speech") else vision_probe(args.probe, rng)
     model.requires_grad_(False)
     encoder.requires_grad_(True).train()
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr, weight_decay=0)
-    heads, seen = {}, {}
+    heads, seen, counts = {}, {}, {}
     start = time.time()
     for step in range(args.steps):
         states, labelled = batch()
@@ -159,13 +178,15 @@ def main() -> None:
                 optimizer.add_param_group({"params": heads[name].parameters()})
             losses.append(torch.nn.functional.cross_entropy(heads[name](states), labels))
             seen.setdefault(name, []).append((losses[-1].item(), math.log(len(classes))))
+            counts[name] = counts.get(name, 0) + torch.bincount(labels, minlength=len(classes))
         for group in optimizer.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / 30)
         optimizer.zero_grad()
         sum(losses).backward()
         optimizer.step()
         if (step + 1) % 20 == 0:
-            shown = ", ".join(f"{name} {sum(v for v, _ in s[-20:]) / 20:.3f} (chance {s[-1][1]:.3f})" for name, s in seen.items())
+            shown = ", ".join(f"{name} {sum(v for v, _ in s[-20:]) / 20:.3f} (chance {s[-1][1]:.3f}, prior {prior(counts[name]):.3f})"
+                              for name, s in seen.items())
             print(f"step {step + 1}: {shown}  {time.time() - start:.0f} s", flush=True)
 
 

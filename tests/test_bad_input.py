@@ -44,6 +44,8 @@ CASES = {
     "chat out onto a file": (lambda p: ["chat", "--out", str(p / "a-file")], "is a file, not a directory"),
     "eval save onto a file": (lambda p: ["eval", str(p / "cases.jsonl"), "--save", str(p / "a-file")], "is a file, not a directory"),
     "make-cases of no cases": (lambda p: ["mini", "make-cases", "--out", str(p / "keep.png"), "--n", "0"], "--n must be at least 1"),
+    "answers of an unknown task": (lambda p: ["mini", "answers", "--tasks", "sing2image"], "unknown task ['sing2image']"),
+    "answers by ear from a reader without ears": (lambda p: ["mini", "answers", "--tasks", "audio2image", "--n", "1"], "does not hear"),
     "make-prompts onto a directory": (lambda p: ["mini", "make-prompts", "--out", str(p / "dir.png"), "--n", "2"], "it is a directory"),
     "make-triples onto a file": (lambda p: ["mini", "make-triples", "--out", str(p / "a-file"), "--n", "2"], "is a file"),
     "tiny models onto a file": (lambda p: ["tiny-models", str(p / "a-file")], "is a file"),

@@ -2,26 +2,35 @@
 one loads; only its ears learn, so text and images read exactly as in the Qwen2.5-VL it came from."""
 
 import random
+import tempfile
 
 import pytest
 import torch
+from transformers import AutoImageProcessor
 
+from x2i.architectures import save_qwen2_5_omni
+from x2i.inference.encoders.qwen2_5_omni import Qwen2_5OmniEncoder
 from x2i.inference.loaders import load_encoder
+from x2i.inference.locations import locate
 from x2i.inference.request import Request
 from x2i.mini.examples import sample_with_scene
+from x2i.mini.mllm import MLLMConfig, batch_loss, train_only
 from x2i.mini.omni import (
+    CHUNK_SECONDS,
     WHAT_IS_SAID,
     OmniConfig,
     build_omni,
     spoken_example,
     train_omni,
 )
-from x2i.mini.world import random_scene, render
+from x2i.mini.readout import english_word_ids, object_tokens
+from x2i.mini.world import IMAGE_SIZE, random_scene, render
 
 
 @pytest.fixture(scope="module")
 def omni(tiny_models, tmp_path_factory):
-    config = OmniConfig(vision_language=str(tiny_models["mllm"]), hear_batch=2, align_steps=2, hear_steps=2, audio_layers=1, audio_width=32)
+    config = OmniConfig(vision_language=str(tiny_models["mllm"]), hear_batch=2, hear_steps=2, audio_layers=1, audio_width=32,
+                        hear_hub_weight=0)  # the tiny tokenizer has no one-token English words: the hub is tested below
     return train_omni(config, tmp_path_factory.mktemp("omni") / "omni", progress=False)
 
 
@@ -58,3 +67,35 @@ def test_recognition_asks_for_the_words_and_the_task_for_the_scene():
     heard, task = spoken_example(rng, recognize=True), spoken_example(rng, recognize=False)
     assert heard.request.text == WHAT_IS_SAID and heard.answer != task.answer
     assert task.request.text == "" and task.answer.startswith(("a ", "an "))
+
+
+def test_each_spoken_word_has_the_sound_tokens_heard_while_it_is_said(omni):
+    encoder = load_encoder(omni)
+    example = sample_with_scene(random.Random(3), "audio2image")
+    inputs = encoder.prepare([example.request], answers=[example.answer])
+    located = object_tokens(encoder, inputs, [example], answered=True)
+    sound = (inputs["input_ids"][0] == encoder.model.config.audio_token_id).nonzero().flatten().tolist()
+    per_second = len(sound) / example.request.audio[0].duration
+    assert 24 <= per_second <= 26  # Qwen2.5-Omni's 25 sound tokens a second
+    assert len(located) == len(example.shown) >= 3
+    for (_, positions, obj), (said, (kind, (start, end))) in zip(located, example.shown):
+        assert kind == "sound" and obj == said and len(obj) == 1
+        first, last = sound.index(positions[0]), sound.index(positions[-1])
+        assert positions == sound[first : last + 1]
+        assert abs(first - start * per_second) <= 1 and abs(last + 1 - end * per_second) <= 1
+
+
+def test_the_semantic_hub_reaches_the_ears_through_each_spoken_word():
+    model, tokenizer = build_omni(OmniConfig(audio_layers=1, audio_width=32))  # on the shipped mini Qwen2.5-VL: one-token words
+    encoder = Qwen2_5OmniEncoder(model, Qwen2_5OmniEncoder.load_processor(
+        save_qwen2_5_omni(model, tokenizer, AutoImageProcessor.from_pretrained(locate("mini", "mllm"), backend="pil"),
+                          tempfile.mkdtemp(), video_pixels=IMAGE_SIZE**2, chunk_length=CHUNK_SECONDS)))
+    ears = train_only(model, model.model.audio_tower.parameters())
+    examples = [sample_with_scene(random.Random(k), "audio2image") for k in range(2)]
+    loss, shown = batch_loss(model, encoder, examples, MLLMConfig(), english_word_ids(tokenizer), groups=1)
+    without, _ = batch_loss(model, encoder, examples, MLLMConfig(hub_weight=0), None, groups=1)
+    assert float(shown["hub"]) > 1 and loss.item() == pytest.approx(without.item() + float(shown["hub"]), abs=1e-3)
+    loss.backward()
+    unreached = [name for name, p in model.model.audio_tower.named_parameters() if p.grad is None or not p.grad.any()]
+    assert unreached == ["audio_bos_eos_token.weight"]  # every weight the sound passes through (that one, Qwen2.5-Omni's, is unused)
+    assert ears and not model.lm_head.weight.requires_grad

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from x2i.app.cli import main
@@ -15,7 +16,8 @@ from x2i.media import Audio, Video
 from x2i.mini import media
 from x2i.mini.eval import case_inputs, load_cases, make_cases, readers
 from x2i.mini.judge import read_objects, scene_correct
-from x2i.mini.language import caption
+from x2i.mini.language import attribute_spans, caption, caption_with_spans
+from x2i.mini.readout import sound_tokens
 from x2i.mini.world import LANGUAGES, MEDIA_TASKS, random_scene
 
 SCENE = {"objects": [{"shape": "square", "color": "blue", "size": "large", "position": "left"},
@@ -37,6 +39,30 @@ def test_speech_differs_between_languages():
     rng = random.Random(0)
     lengths = {lang: media.speak(caption(SCENE, lang, rng), lang, random.Random(3))[0].size for lang in LANGUAGES}
     assert len(set(lengths.values())) == len(LANGUAGES)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_each_attribute_word_is_said_when_espeak_says_it_is(lang):
+    text, spans = caption_with_spans(SCENE, lang, random.Random(5))
+    samples, rate, words = media.speak_words(text, lang, random.Random(6))
+    starts = [t for _, t in words]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts) and starts[-1] < samples.size / rate
+    assert np.array_equal(samples, media.speak(text, lang, random.Random(6))[0])  # the same speech as speak gives
+    said = [span for obj, object_span in zip(SCENE["objects"], spans) for _, span in attribute_spans(text, object_span, obj, lang)]
+    assert len(said) == 8
+    for start, end in said:
+        t0, t1 = media.spoken_span(words, (start, end), samples.size / rate)
+        assert 0 <= t0 < t1 <= samples.size / rate
+        # the same speaker saying the caption up to this word stops about when the word ends
+        prefix, _, _ = media.speak_words(text[:end], lang, random.Random(6))
+        loud = np.nonzero(np.abs(prefix) > 0.02)[0]
+        assert abs(loud[-1] / rate - t1) < 0.35 or t1 == samples.size / rate, (text[start:end], loud[-1] / rate, t1)
+
+
+def test_a_words_seconds_are_its_sound_tokens():
+    ids = torch.tensor([7] * 3 + [9] * 50 + [7] * 4)  # 50 sound tokens (9) for 2 seconds, text (7) around them
+    assert sound_tokens(ids, 9, (0.5, 1.0), 2.0) == list(range(3 + 12, 3 + 25))
+    assert sound_tokens(ids, 9, (1.99, 2.0), 2.0) == [3 + 49]
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])

@@ -75,6 +75,7 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
     answers.add_argument("--mllm", default="mini", help="an MLLM directory (mini: the shipped mini MLLM)")
     answers.add_argument("--n", type=int, default=200, help="requests per line")
     answers.add_argument("--seed", type=int, default=777)
+    answers.add_argument("--tasks", nargs="+", default=None, help="default: every task the MLLM takes")
     answers.add_argument("--json", action="store_true", help="print the report as JSON")
     answers.set_defaults(run=run_answers)
 
@@ -266,11 +267,16 @@ def run_transfer(args) -> None:
 
 def run_answers(args) -> None:
     from x2i.inference.loaders import load_encoder
+    from x2i.mini.examples import TRAINING_MIX
     from x2i.mini.mllm import answer_accuracy
+    from x2i.mini.world import MEDIA_TASKS
 
     if args.n < 1:
         raise X2IError("--n must be at least 1")
-    report = answer_accuracy(load_encoder(args.mllm), args.n, args.seed)
+    unknown = [t for t in args.tasks or () if t not in (*TRAINING_MIX, *MEDIA_TASKS)]
+    if unknown:
+        raise X2IError(f"unknown task {unknown}; tasks: {', '.join((*TRAINING_MIX, *MEDIA_TASKS))}")
+    report = answer_accuracy(load_encoder(args.mllm), args.n, args.seed, tasks=args.tasks)
     if args.json:
         print(json.dumps(report))
         return

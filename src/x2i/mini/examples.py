@@ -31,7 +31,14 @@ from x2i.mini.language import (
     describe,
     edit,
 )
-from x2i.mini.media import CLIP_FPS, LAST_FRAME, clip_frames, speak, typeset
+from x2i.mini.media import (
+    CLIP_FPS,
+    LAST_FRAME,
+    clip_frames,
+    speak_words,
+    spoken_span,
+    typeset,
+)
 from x2i.mini.world import (
     LANGUAGES,
     POSITIONS,
@@ -57,7 +64,8 @@ class Example(NamedTuple):
     what the request shows: (object, ("image", k)) for an object in its k-th image, (object,
     ("text", (start, end))) for an object whose words are those characters of its text, (object,
     ("page", boxes)) for one attribute of an object (the object given by that attribute alone) whose
-    word is typeset in those boxes of the request's one image, a page."""
+    word is typeset in those boxes of the request's one image, a page; (attribute, ("sound", (start,
+    end))) likewise for a word said in those seconds of the request's one sound."""
 
     request: Request
     answer: str
@@ -116,7 +124,11 @@ def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | N
         clip = Video.from_frames(clip_frames(scene, rng), CLIP_FPS)
         return Example(Request(rng.choice((LAST_FRAME, LAST_FRAME, "")), [clip]), describe(scene), scene, [])
     if task == "audio2image":
-        return Example(Request("", [Audio.from_array(*speak(caption(scene, lang, rng), lang, rng))]), describe(scene), scene, [])
+        text, spans = caption_with_spans(scene, lang, rng)
+        samples, rate, words = speak_words(text, lang, rng)
+        said = [({attr: obj[attr]}, ("sound", spoken_span(words, span, samples.size / rate)))  # each word when it is said
+                for obj, object_span in zip(scene["objects"], spans) for attr, span in attribute_spans(text, object_span, obj, lang)]
+        return Example(Request("", [Audio.from_array(samples, rate)]), describe(scene), scene, said)
     if task == "document2image":
         text, spans = caption_with_spans(scene, lang, rng)
         page, boxes = typeset(text, lang, rng)

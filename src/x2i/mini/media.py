@@ -4,6 +4,8 @@ clips encoded by FFmpeg through PyAV (mp4) or by Pillow (gif), pages set in real
 `fonts-dejavu-core`, `fonts-liberation`, `fonts-noto-cjk`).
 
     speak(text, lang, rng)      mono float32 samples and their rate: varied voice, rate, pitch, a little noise
+    speak_words(text, lang, rng) the same, and where each word begins (character, second)
+    spoken_span(words, span, s) the seconds in which some characters are said
     write_wav(path, samples, rate)
     clip_frames(scene, rng)     the frames of a clip whose last frames show `scene`
     write_clip(path, frames)    .mp4 or .gif (LAST_FRAME: what a clip's request asks)
@@ -13,7 +15,11 @@ clips encoded by FFmpeg through PyAV (mp4) or by Pillow (gif), pages set in real
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import io
+import itertools
 import random
 import shutil
 import subprocess
@@ -28,8 +34,9 @@ from x2i.mini.world import CENTERS, POSITIONS, render
 
 # ---- speech -------------------------------------------------------------------------------------
 
-# espeak-ng's voices for each language, and the variants (speakers) laid over them.
-VOICES = {"en": ("en-us", "en-gb"), "zh": ("cmn",), "fr": ("fr",), "de": ("de",), "es": ("es", "es-419")}
+# espeak-ng's voices for each language (by the names its library takes: "en" is British English),
+# and the variants (speakers) laid over them.
+VOICES = {"en": ("en-us", "en"), "zh": ("cmn",), "fr": ("fr",), "de": ("de",), "es": ("es", "es-419")}
 VARIANTS = ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")
 
 
@@ -40,10 +47,23 @@ def speak(text: str, lang: str, rng: random.Random) -> tuple[np.ndarray, int]:
     """`text` spoken by espeak-ng in `lang` by a speaker drawn from `rng` (voice, variant, words per
     minute, pitch), with white noise 25-45 dB under the speech; spoken faster where it would last
     longer than MAX_SECONDS."""
+    samples, rate, _ = _speak(text, lang, rng)
+    return samples, rate
+
+
+def speak_words(text: str, lang: str, rng: random.Random) -> tuple[np.ndarray, int, list[tuple[int, float]]]:
+    """`speak`, and where espeak-ng's words begin: (character of `text`, second of the sound)."""
+    samples, rate, speaker = _speak(text, lang, rng)
+    return samples, rate, _word_starts(text, *speaker)
+
+
+def _speak(text: str, lang: str, rng: random.Random) -> tuple[np.ndarray, int, tuple[str, int, int]]:
     if shutil.which("espeak-ng") is None:
         raise X2IError("speech needs espeak-ng: install it (apt-get install espeak-ng)")
     voice, speed, pitch = f"{rng.choice(VOICES[lang])}+{rng.choice(VARIANTS)}", rng.randint(140, 220), rng.randint(30, 70)
     while True:
+        # The command line speaks the same text the same way every time (the library, which alone
+        # says when each word begins, carries a little state from one call to the next).
         command = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text]
         with wave.open(io.BytesIO(subprocess.run(command, capture_output=True, check=True).stdout)) as f:
             rate = f.getframerate()
@@ -53,7 +73,57 @@ def speak(text: str, lang: str, rng: random.Random) -> tuple[np.ndarray, int]:
         speed = int(speed * samples.size / (MAX_SECONDS * rate)) + 10
     noise = np.random.default_rng(rng.getrandbits(32)).standard_normal(samples.size).astype(np.float32)
     level = np.sqrt(np.mean(samples**2)) * 10 ** (-rng.uniform(25, 45) / 20)
-    return np.clip(samples + level * noise, -1, 1), rate
+    return np.clip(samples + level * noise, -1, 1), rate, (voice, speed, pitch)
+
+
+def spoken_span(words: list[tuple[int, float]], span: tuple[int, int], seconds: float) -> tuple[float, float]:
+    """The seconds in which the characters `span` (start, end) are said: from the start of the word
+    that holds its first character to the start of the first word after it (or the end)."""
+    start = max((t for c, t in words if c <= span[0]), default=0.0)
+    return start, min((t for c, t in words if c >= span[1]), default=seconds)
+
+
+class _Event(ctypes.Structure):  # espeak_EVENT, speak_lib.h
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
+
+
+@functools.cache
+def _library():
+    """libespeak-ng (Debian's espeak-ng), synchronous, its callback filling `heard`: the one way to
+    know when each word is said (the command line gives the sound alone)."""
+    path = ctypes.util.find_library("espeak-ng")
+    if path is None:
+        raise X2IError("speech needs espeak-ng: install it (apt-get install espeak-ng)")
+    lib = ctypes.CDLL(path)
+    rate = lib.espeak_Initialize(2, 0, None, 0)  # AUDIO_OUTPUT_SYNCHRONOUS, default buffer and data
+    heard = {"words": []}
+
+    def on_sound(wav, count, events):
+        for k in itertools.count():
+            if events[k].type == 0:  # espeakEVENT_LIST_TERMINATED
+                return 0
+            if events[k].type == 1 and events[k].text_position > 0:  # espeakEVENT_WORD: text_position counts characters from 1
+                heard["words"].append((events[k].text_position - 1, events[k].sample))
+
+    callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))(on_sound)
+    lib.espeak_SetSynthCallback(callback)
+    return lib, rate, heard, callback  # the callback kept alive with the library
+
+
+def _word_starts(text: str, voice: str, speed: int, pitch: int) -> list[tuple[int, float]]:
+    """(character, second) where each word `text` begins, as libespeak-ng says it."""
+    lib, rate, heard, _ = _library()
+    heard["words"] = []
+    if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        raise X2IError(f"espeak-ng has no voice {voice!r}: install espeak-ng-data")
+    lib.espeak_SetParameter(1, speed, 0)  # espeakRATE, words per minute
+    lib.espeak_SetParameter(3, pitch, 0)  # espeakPITCH, 0-100
+    data = text.encode()
+    lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 1, None, None)  # from character 0, UTF-8
+    lib.espeak_Synchronize()
+    return [(c, sample / rate) for c, sample in heard["words"]]
 
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:

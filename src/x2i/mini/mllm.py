@@ -44,6 +44,7 @@ from x2i.architectures import (
     build_qwen_tokenizer,
     save_qwen2_5_vl,
 )
+from x2i.errors import X2IError
 from x2i.inference.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
 from x2i.inference.locations import locate
 from x2i.media import Audio
@@ -310,6 +311,8 @@ def answer_accuracy(encoder, n: int = 100, seed: int = 777, batch: int = 32, tas
     rng = random.Random(seed)
     scores = {}
     hears = Audio in encoder.takes
+    if "audio2image" in (tasks or ()) and not hears:
+        raise X2IError(f"{encoder.name} does not hear: audio2image needs a reader that does (a Qwen2.5-Omni)")
     for task in tasks or (*TRAINING_MIX, "video2image", "document2image", *(("audio2image",) if hears else ())):
         for lang in LANGUAGES if task in ("text2image", "imagetext2image", "conversation", "document2image", "audio2image") else (None,):
             examples = [sample_with_scene(rng, task, lang) for _ in range(n)]

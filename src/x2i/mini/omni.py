@@ -5,15 +5,15 @@ language model), saved so that `x2i.load_encoder` loads it as it loads the real 
 language model and vision tower are the mini Qwen2.5-VL's, copied; its audio encoder (Whisper-style,
 as the real one: two convolutions, attention within 2-second windows, pooled to 25 tokens a
 second) is new, and learns with everything else frozen (as Qwen-Audio and Qwen2.5-Omni align a new
-audio encoder to a trained language model first):
-
-1. spoken-caption alignment: a caption spoken by espeak-ng (five languages, varied speakers, a
-   little noise); the audio encoder's tokens are classified through the language model's own
-   (frozen) token embeddings and trained by CTC toward the caption's tokens, so that they come to
-   stand where the caption's words would (the language model is not run: the cheapest steps);
-2. the world's task by ear (`audio2image`): the spoken caption alone -> the scene in canonical
-   English, with speech recognition beside it ("what is said?" -> the caption's words, in its
-   language), through the frozen language model.
+audio encoder to a trained language model first), on the world's task by ear (`audio2image`): the
+spoken caption alone (espeak-ng, five languages,
+varied speakers, a little noise) -> the scene in canonical English, with speech recognition beside
+it ("what is said?" -> the caption's words, in its language), through the frozen language model;
+and the semantic hub, as the mini Qwen2.5-VL's recipe has it for image objects and page words: the
+sound tokens heard while each color, shape, size or place word is said (espeak-ng's word times)
+read out as that English word at the last layers. (A first stage that aligned the encoder's tokens
+to the caption's tokens by CTC, without the language model, was tried and left out: it did not
+help what follows, BENCHMARKS.md.)
 
 Nothing in the recipe sees T5, FLUX, AlignNet or the teacher. The language model stays the mini
 Qwen2.5-VL's and the chat template is its template with a sound placeholder, so text and images read
@@ -37,7 +37,8 @@ from x2i.media import Audio
 from x2i.mini.examples import Example, sample_with_scene
 from x2i.mini.language import caption
 from x2i.mini.media import speak
-from x2i.mini.mllm import batch_loss, train_only
+from x2i.mini.mllm import MLLMConfig, batch_loss, train_only
+from x2i.mini.readout import english_word_ids
 from x2i.mini.world import IMAGE_SIZE, LANGUAGES, random_scene
 from x2i.options import option
 from x2i.training.loop import train_loop
@@ -62,9 +63,11 @@ class OmniConfig:
                                   "(mini: the shipped one)")
     seed: int = option(0, "seed of the audio encoder and the data")
     hear_batch: int = option(16, "spoken requests per step")
-    align_steps: int = option(2000, "stage 1: spoken-caption alignment steps (CTC toward the caption's tokens)")
-    hear_steps: int = option(600, "stage 2: spoken caption -> scene steps, recognition beside them")
-    hear_lr: float = option(1e-3, "learning rate of both stages (warm-up, then cosine decay)")
+    hear_steps: int = option(1200, "spoken caption -> scene steps, recognition and the semantic hub beside them")
+    hear_lr: float = option(1e-3, "learning rate (warm-up, then cosine decay)")
+    hear_from: str = option("", "with --reader qwen2_5_omni: a mini Qwen2.5-Omni (a directory) whose ears go on learning "
+                            "(give another --seed than its own, for fresh data)")
+    hear_hub_weight: float = option(1.0, "weight of the semantic hub on each spoken word's sound tokens (0: none)")
     audio_layers: int = option(4, "audio encoder layers")
     audio_width: int = option(128, "audio encoder width")
 
@@ -128,8 +131,17 @@ def build_omni(config: OmniConfig):
 def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Path:
     from transformers import AutoImageProcessor
 
-    model, tokenizer = build_omni(config)
-    image_processor = AutoImageProcessor.from_pretrained(locate(config.vision_language, "mllm"), backend="pil")
+    if config.hear_from:
+        from transformers import (
+            AutoTokenizer,
+            Qwen2_5OmniThinkerForConditionalGeneration,
+        )
+
+        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(config.hear_from)
+        tokenizer = AutoTokenizer.from_pretrained(config.hear_from)
+    else:
+        model, tokenizer = build_omni(config)
+    image_processor = AutoImageProcessor.from_pretrained(config.hear_from or locate(config.vision_language, "mllm"), backend="pil")
 
     def save() -> Path:
         return save_qwen2_5_omni(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2, chunk_length=CHUNK_SECONDS)
@@ -137,27 +149,11 @@ def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Pa
     encoder = Qwen2_5OmniEncoder(model, Qwen2_5OmniEncoder.load_processor(save()))  # the processor as X2I loads it
     rng = random.Random(config.seed + 1)
     ears = train_only(model, model.model.audio_tower.parameters())
-    train_loop("mini Omni 1/2 alignment", config.align_steps, ears,
-               lambda _: alignment_loss(model, encoder, [spoken_example(rng, True) for _ in range(config.hear_batch)]),
-               lr=config.hear_lr, warmup=min(100, config.align_steps // 10), clip=ears, progress=progress)
-    train_loop("mini Omni 2/2 the world by ear", config.hear_steps, ears,
+    hub = MLLMConfig(hub_weight=config.hear_hub_weight)  # the hub's layers as in the Qwen2.5-VL recipe
+    word_ids = english_word_ids(tokenizer) if config.hear_hub_weight else None
+    train_loop("mini Omni: the world by ear", config.hear_steps, ears,
                lambda _: batch_loss(model, encoder, [spoken_example(rng, rng.random() < 0.25) for _ in range(config.hear_batch)],
-                                    groups=1),  # sound is most of each request: lengths are alike
+                                    hub, word_ids, groups=1),  # sound is most of each request: lengths are alike
                lr=config.hear_lr, warmup=min(100, config.hear_steps // 10), clip=ears, progress=progress)
     model.eval()
     return save()
-
-
-def alignment_loss(model, encoder: Qwen2_5OmniEncoder, examples: list[Example]) -> tuple[torch.Tensor, dict]:
-    """CTC from the audio encoder's tokens, read through the language model's token embeddings
-    (the padding token as CTC's blank), to the tokens of the words said."""
-    inputs = encoder.prepare([e.request for e in examples])
-    tokens = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).last_hidden_state
-    lengths = (inputs["input_ids"] == model.config.audio_token_id).sum(1)  # the sound's tokens per request
-    logits = tokens @ model.get_input_embeddings().weight.T
-    log_probs = torch.nn.utils.rnn.pad_sequence(logits.log_softmax(-1).split(lengths.tolist()))  # [T, B, V]
-    tokenizer = encoder.processor.tokenizer
-    targets = [torch.tensor(tokenizer(e.answer, add_special_tokens=False).input_ids) for e in examples]
-    loss = torch.nn.functional.ctc_loss(log_probs, torch.cat(targets), lengths, torch.tensor([len(t) for t in targets]),
-                                        blank=tokenizer.pad_token_id, zero_infinity=True)
-    return loss, {}

@@ -18,6 +18,7 @@ read English caption states, and meets the same states when the input is French 
 
 from __future__ import annotations
 
+import math
 import random
 
 import torch
@@ -68,6 +69,15 @@ def page_cells(boxes, size: tuple[int, int], grid: tuple[int, int]) -> list[int]
     return sorted(cells)
 
 
+def sound_tokens(input_ids: torch.Tensor, audio_token: int, seconds: tuple[float, float], duration: float) -> list[int]:
+    """Positions of the sound tokens (evenly spread over a sound of `duration` seconds) heard from
+    `seconds[0]` to `seconds[1]`."""
+    positions = (input_ids == audio_token).nonzero().flatten().tolist()
+    per_second = len(positions) / duration
+    first = min(int(seconds[0] * per_second), len(positions) - 1)
+    return positions[first : max(first + 1, math.ceil(seconds[1] * per_second))]
+
+
 def object_tokens(encoder, inputs, examples: list[Example], answered: bool) -> list[tuple[int, list[int], dict]]:
     """(row, token positions, object) for every object the requests show: an image's covering
     tokens; a page's tokens over an attribute's word; the last token of a caption's words for the
@@ -91,6 +101,9 @@ def object_tokens(encoder, inputs, examples: list[Example], answered: bool) -> l
                 _, rows, cols = row_grids[0]
                 cells = page_cells(where, example.request.images[0].size, (rows // merge, cols // merge))
                 found.append((row, [positions[starts[0] + c] for c in cells], obj))
+            elif kind == "sound":
+                found.append((row, sound_tokens(inputs["input_ids"][row], encoder.model.config.audio_token_id, where,
+                                                example.request.audio[0].duration), obj))
         if in_text:
             ends = encoder.caption_tokens(example.request.text, [where[1] for _, where in in_text], inputs["input_ids"].shape[1],
                                           example.answer if answered else None)
