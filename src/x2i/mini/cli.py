@@ -110,7 +110,7 @@ def add_mini_commands(commands, with_recipes: bool = True) -> None:
     mllm.add_argument("--out", type=Path, required=True)
     mllm.add_argument("--reader", choices=("qwen2_5_vl", "qwen2_5_omni"), default="qwen2_5_vl",
                       help="qwen2_5_vl: the mini Qwen2.5-VL, from scratch; qwen2_5_omni: the mini Qwen2.5-Omni, a new audio encoder "
-                      "on the mini Qwen2.5-VL (its options: --vision-language, --align-steps, --hear-*, --audio-*)")
+                      "on the mini Qwen2.5-VL (its options: --vision-language, --hear-*, --audio-*)")
     if with_recipes:
         from x2i.mini.mllm import MLLMConfig
         from x2i.mini.omni import OmniConfig
