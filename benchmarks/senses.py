@@ -2,7 +2,7 @@
 cases, by language and object count, on each road, with the MLLM's exact-match answers beside them.
 
 Each case is read by the first shipped reader that takes it (`x2i eval`'s rule: the mini Qwen2.5-VL
-for clips and documents; no shipped reader hears yet) with the mini AlignNet, and drawn by the mini
+for clips and documents, the mini Qwen2.5-Omni for sound) with the mini AlignNet, and drawn by the mini
 FLUX. The cases and their files are made with `--seed` (never one tuned on) in `--out`.
 
     python benchmarks/senses.py --n 50 --seed 40411 --out runs/senses --roads auto prompt --json senses.json

@@ -5,8 +5,8 @@ and docs/images/teacher-samples.png: the mini teacher on fresh one- and two-obje
 
 Each row shows three fresh cases: the input images (if any), an arrow, and X2I's output (mini MLLM
 -> mini AlignNet -> mini FLUX, 20 steps, the case's seed), with the judge's verdict. The prompts
-are written in the markdown, where every script renders. Then the tasks that watch and read: a
-clip's frames as the reader samples them, a document's page (no shipped reader hears yet).
+are written in the markdown, where every script renders. Then the tasks that watch, read and
+hear: a clip's frames as the reader samples them, a document's page, a spoken caption (linked).
 """
 
 import random
@@ -85,10 +85,11 @@ def file_task_rows(out_dir: Path) -> list[str]:
     """One case per task and language of the file tasks a shipped reader takes (seed 4245)."""
     from x2i.media import Video
 
-    cases = make_cases(1, ("video2image", "document2image"), seed=4245, media=out_dir / "media")  # files named relative to out_dir
+    cases = make_cases(1, ("video2image", "document2image", "audio2image"), seed=4245, media=out_dir / "media")  # files named relative to out_dir
     located = [{**c, **{k: str(out_dir / c[k]) for k in ("audio", "video", "document") if k in c}} for c in cases]
-    rows = ["", "Watched and read (fresh cases, seed 4245; `x2i mini make-cases --tasks video2image document2image`): a clip's",
-            "frames as the reader samples them (2 fps), a page. No shipped reader hears yet (BENCHMARKS.md).", "",
+    rows = ["", "Watched, read and heard (fresh cases, seed 4245; `x2i mini make-cases --tasks video2image document2image",
+            "audio2image`): a clip's frames as the reader samples them (2 fps), a page, a spoken caption (the mini Qwen2.5-Omni",
+            "hears it; the words said are written beside the link).", "",
             "| task | lang | request | inputs -> output |", "|---|---|---|---|"]
     for reader, indices in readers(located, None).items():
         pipe = X2IPipeline.from_pretrained(reader, "mini", "mini")
@@ -98,8 +99,14 @@ def file_task_rows(out_dir: Path) -> list[str]:
             output = pipe(Request(text, media), height=64, width=64, num_inference_steps=20, seed=index, show_progress=False)[0]
             name = f"{case['task']}-{case['lang']}.png"
             shown = [Image.fromarray(f) for f in media[0].frames()] if isinstance(media[0], Video) else media
+            shown = [] if "audio" in case else shown  # the sound is linked in the row
             strip(shown, output, scene_correct(case["expect"], read_objects(output))).save(out_dir / name)
-            request = f"[clip](images/samples/{cases[index]['video']}) + “{text}”" if "video" in case else "*(the page alone)*"
+            if "video" in case:
+                request = f"[clip](images/samples/{cases[index]['video']}) + “{text}”"
+            elif "audio" in case:
+                request = f"[sound](images/samples/{cases[index]['audio']}): “{case['said']}”"
+            else:
+                request = "*(the page alone)*"
             rows.append(f"| {case['task']} | {case['lang']} | {request} | ![](images/samples/{name}) |")
     return rows
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from diffusers import FluxPipeline
 
+from x2i.inference.alignnet import AlignNet
 from x2i.inference.loaders import load_encoder
 from x2i.inference.locations import locate
 from x2i.inference.request import Request
@@ -41,6 +42,8 @@ STUDENT_IMAGE = 0.80
 STUDENT_EDIT = 0.70  # 0.80-0.925 per language on 40 (BENCHMARKS.md)
 STUDENT_TWO_IMAGES = 0.80
 STUDENT_VIDEO = 0.80  # the last frame of a clip: 0.95 on 40 (BENCHMARKS.md, "Hearing, watching and reading")
+STUDENT_AUDIO = 0.15  # a spoken caption, every language, by the mini Qwen2.5-Omni: 0.31 on 100 (BENCHMARKS.md)
+OMNI_HEARS = 0.15  # its exact-match answers to a spoken caption, every language: 0.15-0.425 on 40 each
 LIGHTCONTROL_EDIT = 0.60  # with the shipped branch, on edits (where copying the source would fail): 0.78 on 100
 FEWSTEP_EN = 0.80  # X2I on mini-fewstep at its 4 steps, English one and two objects together (BENCHMARKS.md, "One AlignNet")
 STYLE_SEEN = 0.80  # X2I's English pictures with --flux-lora mini-style that are squat (BENCHMARKS.md, "One AlignNet")
@@ -217,6 +220,25 @@ def test_shipped_student_draws_the_last_frame_of_a_clip(tmp_path):
     assert {c["video"][-4:] for c in cases} == {".mp4", ".gif"} and MEDIA_TASKS["video2image"]["file"] == "video"
     pipe = X2IPipeline.from_pretrained(locate("mini", "mllm"), locate("mini", "flux"), locate("mini", "alignnet"))
     assert summarize(run_student(pipe, cases, seed=4821, steps=20, progress=False))["overall"] >= STUDENT_VIDEO
+
+
+def test_shipped_omni_hears_what_is_said(tmp_path):
+    """audio2image by the default road on the shipped mini Qwen2.5-Omni (`mini-omni`, the reader
+    `x2i eval` picks for sound), captions spoken in the five languages, written as wav files and
+    read back as a user's would be; and its answers."""
+    from x2i.inference.pipeline import X2IPipeline
+    from x2i.mini.eval import load_cases, make_cases, readers, run_student, summarize
+
+    made = make_cases(8, ("audio2image",), seed=4831, media=tmp_path / "cases-media")
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in made))
+    cases = load_cases(tmp_path / "cases.jsonl")
+    assert readers(cases, None) == {"mini-omni": list(range(40))}
+    pipe = X2IPipeline.from_pretrained("mini-omni", "mini", "mini-omni")
+    assert pipe.alignnet.config == AlignNet.from_pretrained(locate("mini", "alignnet")).config  # the mini AlignNet: the same language model
+    scores = summarize(run_student(pipe, cases, seed=4831, steps=20, progress=False))
+    assert scores["overall"] >= STUDENT_AUDIO, scores
+    answers = answer_accuracy(pipe.encoder, n=10, seed=4832, tasks=("audio2image",))
+    assert len(answers) == 5 and sum(answers.values()) / 5 >= OMNI_HEARS, answers
 
 
 def test_flow_matching_packs_latents_and_places_them_as_flux_does():

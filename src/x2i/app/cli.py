@@ -105,7 +105,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--save", type=Path, metavar="DIR", help="also write every image and a cases.jsonl with the judge's readings")
     ev.add_argument("--teacher", default="mini", help="teacher FLUX directory (mini: the shipped mini FLUX); the student uses the same FLUX")
     ev.add_argument("--mllm", default=None, help="the student's MLLM for every case (default: per case, the first shipped mini reader "
-                    "that takes its media: mini for text, images, clips and pages; sound needs --mllm, e.g. a Qwen2.5-Omni)")
+                    "that takes its media: mini for text, images, clips and pages, mini-omni for sound)")
     ev.add_argument("--alignnet", default="mini", help="the student's AlignNet (mini: the shipped mini AlignNet)")
     ev.add_argument("--models", choices=("both", "teacher", "student"), default="both", help="which models to score")
     ev.add_argument("--seed", type=int, default=0, help="case i uses seed + i for its wording, render and noise")

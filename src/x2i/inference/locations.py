@@ -6,6 +6,8 @@ so the core never imports the mini world's code to find them.
 
     mini          the mini world's MLLM, FLUX (the teacher, with its T5/CLIP), AlignNet, LightControl
                   and edit LoRA (docs/mini-world.md); the commands' default when no model is named
+    mini-omni     the mini world's Qwen2.5-Omni: the mini MLLM given ears (`--mllm mini-omni --audio
+                  said.wav`); it reads with the mini AlignNet (the same language model)
     mini-fewstep  a 4-step FLUX distilled from the mini teacher on T5/CLIP alone: the teacher with a
                   reflow LoRA fused in as it loads (`--flux mini-fewstep`; docs/transfer.md)
     mini-style    a style LoRA trained on the mini teacher with T5/CLIP alone, as community FLUX
@@ -28,6 +30,7 @@ PARTS = {"mllm": "MLLM", "flux": "FLUX", "alignnet": "AlignNet", "lightcontrol":
 SHIPPED = {
     "mini": {"mllm": _WEIGHTS / "mllm", "flux": _WEIGHTS / "teacher", "alignnet": _WEIGHTS / "alignnet",
              "lightcontrol": _WEIGHTS / "lightcontrol", "lora": _WEIGHTS / "lora"},
+    "mini-omni": {"mllm": _WEIGHTS / "omni", "alignnet": _WEIGHTS / "alignnet"},
     # A derivative shipped as its base and the LoRA that makes it, fused in when it loads.
     "mini-fewstep": {"flux": _WEIGHTS / "teacher", "fused_lora": _WEIGHTS / "fewstep"},
     "mini-style": {"lora": _WEIGHTS / "style"},

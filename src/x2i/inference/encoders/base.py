@@ -125,7 +125,8 @@ class MLLMEncoder(ABC):
             if not isinstance(item, cls.takes):
                 kind = next(name for t, name in MODALITY_NAMES.items() if isinstance(item, t))
                 takes = ", ".join(["text", *(MODALITY_NAMES[t] for t in cls.takes)])
-                raise X2IError(f"{cls.name} does not take {kind} (it reads {takes}); use a reader that does, e.g. Qwen2.5-Omni for audio")
+                hint = "Qwen2.5-Omni for audio (--mllm mini-omni: the mini one)" if kind == "audio" else "Qwen2.5-VL or Qwen2.5-Omni for video"
+                raise X2IError(f"{cls.name} does not take {kind} (it reads {takes}); use a reader that does, e.g. {hint}")
 
     @abstractmethod
     def prompt_text(self, request: Request, answer: str | None = None) -> str:
