@@ -6,9 +6,9 @@ language model and vision tower are the mini Qwen2.5-VL's, copied; its audio enc
 as the real one: two convolutions, attention within 2-second windows, pooled to 25 tokens a
 second) is new, and learns with everything else frozen (as Qwen-Audio and Qwen2.5-Omni align a new
 audio encoder to a trained language model first), on the world's task by ear (`audio2image`): the
-spoken caption alone (espeak-ng, five languages,
-varied speakers, a little noise) -> the scene in canonical English, with speech recognition beside
-it ("what is said?" -> the caption's words, in its language), through the frozen language model;
+spoken caption alone (espeak-ng, five languages, varied speakers, a little noise) -> the scene in
+canonical English, with speech recognition beside it ("what is said?" -> the caption's words, in
+its language), through the frozen language model;
 and the semantic hub, as the mini Qwen2.5-VL's recipe has it for image objects and page words: the
 sound tokens heard while each color, shape, size or place word is said (espeak-ng's word times)
 read out as that English word at the last layers. (A first stage that aligned the encoder's tokens
