@@ -54,6 +54,17 @@ WORD_CLASSES = [v for a in ATTRIBUTES for v in VALUES[a]]  # the English values 
 GRID = (media.PAGE[1] // 16, media.PAGE[0] // 16)  # the mini Qwen2.5-VL's tokens on a page: 16 px each (8 px patches, 2x2 merged)
 
 
+def word_tokens(encoder, inputs, examples, token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each shown word's tokens are in the encoder's output (every row's `token_id` tokens, one
+    after another), and the word's English value (an index into WORD_CLASSES)."""
+    mine = inputs["input_ids"] == token_id
+    counts = mine.sum(1)
+    offsets = torch.cumsum(counts, 0) - counts - mine.int().argmax(1)  # a row's token p is output p + offset
+    rows = [(int(offsets[row]) + p, WORD_CLASSES.index(next(iter(obj.values()))))
+            for row, positions, obj in object_tokens(encoder, inputs, examples, answered=False) for p in positions]
+    return torch.tensor([at for at, _ in rows]), torch.tensor([k for _, k in rows])
+
+
 def vision_probe(kind: str, rng: random.Random):
     """The mini Qwen2.5-VL, its tower, and a function giving one batch: (states, {head: (labels,
     classes)})."""
@@ -71,11 +82,8 @@ def vision_probe(kind: str, rng: random.Random):
         def batch():
             examples = [sample_with_scene(rng, "document2image") for _ in range(BATCH)]
             per_page, inputs = tokens([e.request.images[0] for e in examples])
-            first = (inputs["input_ids"] == model.config.image_token_id).int().argmax(1)  # each row's first image token
-            rows = [(row, p - int(first[row]), WORD_CLASSES.index(next(iter(obj.values()))))
-                    for row, positions, obj in object_tokens(encoder, inputs, examples, answered=False) for p in positions]
-            states = per_page[[r for r, _, _ in rows], [c for _, c, _ in rows]]
-            return states, {kind: (torch.tensor([k for _, _, k in rows]), WORD_CLASSES)}
+            at, labels = word_tokens(encoder, inputs, examples, model.config.image_token_id)
+            return per_page.flatten(0, 1)[at], {kind: (labels, WORD_CLASSES)}
 
         return model, model.model.visual, batch
 
@@ -129,11 +137,8 @@ def speech_probe(kind: str, rng: random.Random):
         examples = [sample_with_scene(rng, "audio2image") for _ in range(BATCH)]
         inputs = encoder.prepare([e.request for e in examples])
         states = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).last_hidden_state
-        first = (inputs["input_ids"] == model.config.audio_token_id).int().argmax(1)  # each row's first sound token
-        starts = [0, *torch.cumsum((inputs["input_ids"] == model.config.audio_token_id).sum(1), 0).tolist()]
-        rows = [(starts[row] + p - int(first[row]), WORD_CLASSES.index(next(iter(obj.values()))))
-                for row, positions, obj in object_tokens(encoder, inputs, examples, answered=False) for p in positions]
-        return states[[r for r, _ in rows]], {kind: (torch.tensor([k for _, k in rows]), WORD_CLASSES)}
+        at, labels = word_tokens(encoder, inputs, examples, model.config.audio_token_id)
+        return states[at], {kind: (labels, WORD_CLASSES)}
 
     def batch():
         said = [(random_scene(rng), rng.choice(LANGUAGES)) for _ in range(BATCH)]

@@ -81,9 +81,8 @@ def sound_tokens(input_ids: torch.Tensor, audio_token: int, seconds: tuple[float
 def object_tokens(encoder, inputs, examples: list[Example], answered: bool) -> list[tuple[int, list[int], dict]]:
     """(row, token positions, object) for every object the requests show: an image's covering
     tokens; a page's tokens over an attribute's word; a sound's tokens while an attribute's word is
-    said; the last token of a caption's words for the
-    object (the causal model's token there has read them all). `answered`: the inputs hold the
-    examples' answers after the prompts."""
+    said; the last token of a caption's words for the object (the causal model's token there has
+    read them all). `answered`: the inputs hold the examples' answers after the prompts."""
     image_token = encoder.model.config.image_token_id
     merge = encoder.model.config.vision_config.spatial_merge_size
     grids = inputs.get("image_grid_thw")
