@@ -8,6 +8,7 @@ import pytest
 import torch
 from diffusers import FluxPipeline
 
+from x2i.app.cli import main
 from x2i.inference.alignnet import AlignNet
 from x2i.inference.loaders import load_encoder
 from x2i.inference.locations import locate
@@ -80,6 +81,28 @@ def test_mllm_recipe_runs_and_saves_what_load_encoder_loads(tmp_path):
     encoder = load_encoder(path)
     out = encoder.encode([Request("un cercle rouge à gauche")])
     assert out.hidden_states.shape[1] == MLLMConfig.num_layers + 1
+
+
+def test_the_mllm_recipe_stopped_part_way_leaves_the_older_model_whole(tmp_path, monkeypatch):
+    import x2i.mini.mllm
+
+    out, tiny = tmp_path / "mllm", ["--text-steps", "0", "--caption-steps", "0", "--steps", "1", "--edit-steps", "0",
+                                    "--watch-steps", "0", "--batch", "2", "--hub-weight", "0", "--vocab-size", "600"]
+    assert main(["mini", "train-mllm", "--out", str(out), *tiny]) == 0
+    model = (out / "model.safetensors").read_bytes()
+    saves, save = [], x2i.mini.mllm.save_qwen2_5_vl
+
+    def interrupted_in_the_last_save(model, tokenizer, image_processor, directory, **kwargs):
+        saves.append(directory)
+        save(model, tokenizer, image_processor, directory, **kwargs)
+        if len(saves) == 2:  # the first save gives the processor back; the second is the trained model
+            raise KeyboardInterrupt
+        return Path(directory)
+
+    monkeypatch.setattr(x2i.mini.mllm, "save_qwen2_5_vl", interrupted_in_the_last_save)
+    assert main(["mini", "train-mllm", "--out", str(out), "--seed", "1", *tiny]) == 130
+    assert len(saves) == 2 and all(Path(d) != out for d in saves)  # it wrote beside --out, never into it
+    assert (out / "model.safetensors").read_bytes() == model and sorted(p.name for p in tmp_path.iterdir()) == ["mllm"]
 
 
 def test_answer_labels_cover_the_answer_only(tmp_path):

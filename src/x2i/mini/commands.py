@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from x2i.errors import X2IError
-from x2i.media.files import write_lines
+from x2i.media.files import atomic_directory, write_lines
 
 
 def run_make_cases(args) -> None:
@@ -111,12 +112,13 @@ def run_train_mllm(args) -> None:
     from x2i.mini.omni import OmniConfig, train_omni
     from x2i.options import config_from_args
 
-    start = time.time()
-    if args.reader == "qwen2_5_omni":
-        path = train_omni(config_from_args(OmniConfig, args), args.out)
-    else:
-        path = train_mllm(config_from_args(MLLMConfig, args), args.out)
-    print(f"wrote the mini {'Qwen2.5-Omni' if args.reader == 'qwen2_5_omni' else 'MLLM'} to {path} in {time.time() - start:.0f} s")
+    start, out = time.time(), Path(args.out)
+    with atomic_directory(out) as tmp:  # a run stopped part-way leaves no half-made model (and an older one in --out stays whole)
+        if args.reader == "qwen2_5_omni":
+            train_omni(config_from_args(OmniConfig, args), tmp)
+        else:
+            train_mllm(config_from_args(MLLMConfig, args), tmp)
+    print(f"wrote the mini {'Qwen2.5-Omni' if args.reader == 'qwen2_5_omni' else 'MLLM'} to {out} in {time.time() - start:.0f} s")
 
 
 def run_readout(args) -> None:
