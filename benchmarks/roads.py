@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 
 from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
+from x2i.inference.locations import alignnet_for
 from x2i.inference.pipeline import X2IPipeline
 from x2i.mini.eval import make_cases, run_student, run_teacher
 from x2i.mini.mllm import answer_accuracy
@@ -48,14 +49,14 @@ def main() -> None:
     parser.add_argument("--roads", nargs="+", default=["auto", "prompt", "answer", "prompt+answer"])
     parser.add_argument("--answers", type=int, default=200, help="requests per line for the MLLM's answer accuracy (0: skip)")
     parser.add_argument("--mllm", default="mini")
-    parser.add_argument("--alignnet", default="mini")
+    parser.add_argument("--alignnet", default=None, help="default: the one shipped with --mllm (mini, mini-omni)")
     parser.add_argument("--lightcontrol", default=None, help="a LightControl branch for the cases with an input image")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
     teacher = load_flux("mini", text_encoders=True)
-    pipe = X2IPipeline(load_encoder(args.mllm), load_alignnet(args.alignnet), teacher)
+    pipe = X2IPipeline(load_encoder(args.mllm), load_alignnet(args.alignnet or alignnet_for(args.mllm)), teacher)
     if args.lightcontrol:
         pipe.load_lightcontrol(args.lightcontrol)
     cases = make_cases(args.n, seed=args.seed)

@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
+from x2i.inference.locations import alignnet_for
 from x2i.inference.pipeline import X2IPipeline
 from x2i.mini.eval import load_cases, make_cases, readers, run_student
 from x2i.mini.mllm import answer_accuracy
@@ -55,7 +56,7 @@ def main() -> None:
     report = {"n": args.n, "seed": args.seed, "steps": args.steps, "seconds": {"cases": round(time.time() - start)}, "answers": {}}
     flux = load_flux("mini")
     for reader, indices in readers(cases, None).items():
-        pipe = X2IPipeline(load_encoder(reader), load_alignnet("mini"), flux)
+        pipe = X2IPipeline(load_encoder(reader), load_alignnet(alignnet_for(reader)), flux)
         for road in args.roads:
             start = time.time()
             report.setdefault(road, {}).update(scores(run_student(pipe, cases, args.seed, args.steps, condition_on=road, chosen=indices)))

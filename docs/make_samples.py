@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from x2i import Request, X2IPipeline
 from x2i.inference.loaders import load_flux
-from x2i.inference.locations import locate
+from x2i.inference.locations import alignnet_for, locate
 from x2i.media import make_grid
 from x2i.mini.eval import case_inputs, make_cases, readers, run_teacher
 from x2i.mini.judge import read_objects, scene_correct
@@ -92,7 +92,7 @@ def file_task_rows(out_dir: Path) -> list[str]:
             "hears it; the words said are written beside the link).", "",
             "| task | lang | request | inputs -> output |", "|---|---|---|---|"]
     for reader, indices in readers(located, None).items():
-        pipe = X2IPipeline.from_pretrained(reader, "mini", "mini")
+        pipe = X2IPipeline.from_pretrained(reader, "mini", alignnet_for(reader))
         for index in indices:
             case = located[index]
             text, media = case_inputs(case, random.Random(index))

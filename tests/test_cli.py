@@ -172,6 +172,18 @@ def test_generate_defaults_to_the_shipped_mini_models(tmp_path):
     assert Image.open(out).size == (64, 64)
 
 
+@pytest.mark.parametrize(("typed", "alignnet"), [([], "mini"), (["--mllm", "mini-omni"], "mini-omni"), (["--mllm", "some/dir"], "mini"),
+                                                 (["--mllm", "mini-omni", "--alignnet", "mine"], "mine")])
+def test_the_alignnet_left_out_is_the_one_shipped_with_the_mllm(typed, alignnet):
+    from x2i.app.cli import build_parser
+    from x2i.app.commands import resolve_model_options
+
+    for command in (["generate", "--prompt", "a red circle"], ["serve"], ["chat"]):
+        args = build_parser(command[0]).parse_args([*command, *typed])
+        resolve_model_options(args)
+        assert args.alignnet == alignnet
+
+
 def test_eval_fills_the_student_part(tmp_path, capsys):
     import json
 

@@ -1,5 +1,6 @@
 """The mini Qwen2.5-Omni: the real thinker class, built on a mini Qwen2.5-VL, loaded as the real
-one loads; only its ears learn, so text and images read exactly as in the Qwen2.5-VL it came from."""
+one loads; in its first stage only its ears learn, so text and images read exactly as in the
+Qwen2.5-VL it came from; in the second its language model listens too, and its eyes never learn."""
 
 import random
 import tempfile
@@ -20,6 +21,7 @@ from x2i.mini.omni import (
     WHAT_IS_SAID,
     OmniConfig,
     build_omni,
+    listening_example,
     spoken_example,
     train_omni,
 )
@@ -29,8 +31,8 @@ from x2i.mini.world import IMAGE_SIZE, random_scene, render
 
 @pytest.fixture(scope="module")
 def omni(tiny_models, tmp_path_factory):
-    config = OmniConfig(vision_language=str(tiny_models["mllm"]), hear_batch=2, hear_steps=2, audio_layers=1, audio_width=32,
-                        hear_hub_weight=0)  # the tiny tokenizer has no one-token English words: the hub is tested below
+    config = OmniConfig(vision_language=str(tiny_models["mllm"]), hear_batch=2, hear_steps=2, listen_steps=0, audio_layers=1,
+                        audio_width=32, hear_hub_weight=0)  # the tiny tokenizer has no one-token English words: the hub is tested below
     return train_omni(config, tmp_path_factory.mktemp("omni") / "omni", progress=False)
 
 
@@ -60,6 +62,17 @@ def test_only_the_ears_learned(omni, tiny_models):
     for name, value in source.items():
         if "attn.qkv" not in name:  # the Omni vision tower keeps q, k and v apart
             assert torch.equal(trained[name][: len(value)], value), name
+
+
+def test_listening_trains_the_language_model_beside_the_ears_and_never_the_eyes(omni, tmp_path):
+    heard = load_encoder(omni).model.state_dict()
+    config = OmniConfig(hear_from=str(omni), seed=1, hear_batch=4, hear_steps=0, listen_steps=2, hear_hub_weight=0)
+    listened = load_encoder(train_omni(config, tmp_path / "listened", progress=False)).model.state_dict()
+    changed = {name.removeprefix("model.").split(".")[0] for name in heard if not torch.equal(heard[name], listened[name])}
+    assert changed == {"audio_tower", "language_model", "lm_head"}  # the vision tower as it was
+    examples = [listening_example(random.Random(k)) for k in range(40)]
+    kept = [e for e in examples if not e.request.audio]  # the Qwen2.5-VL's own tasks, with and without pictures
+    assert 10 <= len(kept) <= 30 and any(e.request.images for e in kept) and any(not e.request.images for e in kept)
 
 
 def test_recognition_asks_for_the_words_and_the_task_for_the_scene():

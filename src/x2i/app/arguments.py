@@ -22,7 +22,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         "AlignNet, LightControl, LoRA, road and padding (options given beside it win, except the three models)")
     parser.add_argument("--mllm", default="mini", help="MLLM directory or hub id (Qwen2.5-VL, InternVL, Qwen2.5-Omni); mini: the shipped mini MLLM")
     parser.add_argument("--flux", default="mini", help="FLUX pipeline directory or hub id (T5/CLIP are not loaded); mini: the shipped mini FLUX")
-    parser.add_argument("--alignnet", default="mini", help="AlignNet directory, or an official diffusion_pytorch_model.bin; mini: the shipped mini AlignNet")
+    parser.add_argument("--alignnet", default=None, help="AlignNet directory, or an official diffusion_pytorch_model.bin; mini: the shipped "
+                        "mini AlignNet (default: the one shipped with --mllm mini or mini-omni, else mini)")
 
 
 def add_memory_options(parser: argparse.ArgumentParser) -> None:

@@ -106,7 +106,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--teacher", default="mini", help="teacher FLUX directory (mini: the shipped mini FLUX); the student uses the same FLUX")
     ev.add_argument("--mllm", default=None, help="the student's MLLM for every case (default: per case, the first shipped mini reader "
                     "that takes its media: mini for text, images, clips and pages, mini-omni for sound)")
-    ev.add_argument("--alignnet", default="mini", help="the student's AlignNet (mini: the shipped mini AlignNet)")
+    ev.add_argument("--alignnet", default=None, help="the student's AlignNet (mini: the shipped mini AlignNet; default: each shipped "
+                    "reader's own, else mini)")
     ev.add_argument("--models", choices=("both", "teacher", "student"), default="both", help="which models to score")
     ev.add_argument("--seed", type=int, default=0, help="case i uses seed + i for its wording, render and noise")
     ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: the FLUX's own: 20 for mini, 4 for mini-fewstep, 28 else)")

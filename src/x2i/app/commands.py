@@ -30,12 +30,14 @@ def check_numbers(args) -> None:
 
 
 def resolve_model_options(args) -> None:
-    """The model options not typed: from --pipeline DIR (a saved pipeline's parts and settings), and
-    the steps from the FLUX (x2i.inference.locations.default_steps)."""
-    from x2i.inference.locations import default_steps
+    """The model options not typed: from --pipeline DIR (a saved pipeline's parts and settings), the
+    AlignNet from the MLLM and the steps from the FLUX (x2i.inference.locations)."""
+    from x2i.inference.locations import alignnet_for, default_steps
 
     if getattr(args, "pipeline", None) is not None:
         use_saved_pipeline(args)
+    if args.alignnet is None:
+        args.alignnet = alignnet_for(args.mllm)
     if args.steps is None:
         args.steps = default_steps(args.flux)
 
@@ -43,7 +45,7 @@ def resolve_model_options(args) -> None:
 def use_saved_pipeline(args) -> None:
     from x2i.inference.saved_pipeline import read_saved_pipeline
 
-    if (args.mllm, args.flux, args.alignnet) != ("mini", "mini", "mini"):
+    if (args.mllm, args.flux, args.alignnet) != ("mini", "mini", None):
         raise X2IError("--pipeline names the MLLM, FLUX and AlignNet: leave out --mllm, --flux and --alignnet")
     saved = read_saved_pipeline(args.pipeline)
     args.mllm, args.flux, args.alignnet = saved["mllm"], saved["flux"], saved["alignnet"]

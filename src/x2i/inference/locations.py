@@ -7,7 +7,7 @@ so the core never imports the mini world's code to find them.
     mini          the mini world's MLLM, FLUX (the teacher, with its T5/CLIP), AlignNet, LightControl
                   and edit LoRA (docs/mini-world.md); the commands' default when no model is named
     mini-omni     the mini world's Qwen2.5-Omni: the mini MLLM given ears (`--mllm mini-omni --audio
-                  said.wav`); it reads with the mini AlignNet (the same language model)
+                  said.wav`), and the AlignNet distilled on it (its language model learned to listen)
     mini-fewstep  a 4-step FLUX distilled from the mini teacher on T5/CLIP alone: the teacher with a
                   reflow LoRA fused in as it loads (`--flux mini-fewstep`; docs/transfer.md)
     mini-style    a style LoRA trained on the mini teacher with T5/CLIP alone, as community FLUX
@@ -30,7 +30,7 @@ PARTS = {"mllm": "MLLM", "flux": "FLUX", "alignnet": "AlignNet", "lightcontrol":
 SHIPPED = {
     "mini": {"mllm": _WEIGHTS / "mllm", "flux": _WEIGHTS / "teacher", "alignnet": _WEIGHTS / "alignnet",
              "lightcontrol": _WEIGHTS / "lightcontrol", "lora": _WEIGHTS / "lora"},
-    "mini-omni": {"mllm": _WEIGHTS / "omni", "alignnet": _WEIGHTS / "alignnet"},
+    "mini-omni": {"mllm": _WEIGHTS / "omni", "alignnet": _WEIGHTS / "omni-alignnet"},
     # A derivative shipped as its base and the LoRA that makes it, fused in when it loads.
     "mini-fewstep": {"flux": _WEIGHTS / "teacher", "fused_lora": _WEIGHTS / "fewstep"},
     "mini-style": {"lora": _WEIGHTS / "style"},
@@ -59,6 +59,12 @@ def locate(location: str | Path, part: str) -> Path | str:
         return hub_or_cache(str(location), part)
     shipped = " / ".join(k for k, parts in SHIPPED.items() if part in parts)
     raise X2IError(f"{name} {location} does not exist (give a local directory, a hub id like org/name, or {shipped})")
+
+
+def alignnet_for(mllm: str | Path) -> str:
+    """The AlignNet a command uses when none is named: a shipped MLLM's own (`mini-omni` has its
+    own language model, so its own AlignNet), else the mini one."""
+    return str(mllm) if "alignnet" in SHIPPED.get(str(mllm), {}) else "mini"
 
 
 def fused_lora(flux: str | Path) -> Path | None:

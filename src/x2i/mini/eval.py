@@ -262,15 +262,17 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
-def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: str | None = None, alignnet: str = "mini",
+def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: str | None = None, alignnet: str | None = None,
              lightcontrol: str | None = None, lora: str | None = None, lora_scale: float = 1.0, lightcontrol_scale: float = 1.0,
              condition_on: str | None = None, seed: int = 0, steps: int = 20, device: str = "cpu",
              flux_loras: list[tuple[str, float]] = ()) -> tuple[dict, list[dict]]:
     """`x2i eval`: the report ({"teacher": summary, "student": summary, "n": cases}; a model not
     scored is None) and every judged result. The student reads each case with `mllm` (default: the
-    first shipped reader that takes the case's media) and `alignnet`, and denoises with the
+    first shipped reader that takes the case's media) and `alignnet` (default: the reader's own, as
+    `locations.alignnet_for` says), and denoises with the
     teacher's FLUX; community FLUX LoRAs (`flux_loras`) adapt both alike."""
     from x2i.inference.loaders import load_flux
+    from x2i.inference.locations import alignnet_for
     from x2i.inference.lora import load_flux_loras
     from x2i.inference.pipeline import X2IPipeline
 
@@ -283,7 +285,7 @@ def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: 
         report["teacher"] = summarize(results)
     student_results = []
     for reader, indices in chosen.items():
-        student = X2IPipeline.from_pretrained(reader, flux, alignnet, device=device, lightcontrol=lightcontrol, lora=lora, lora_scale=lora_scale,
+        student = X2IPipeline.from_pretrained(reader, flux, alignnet or alignnet_for(reader), device=device, lightcontrol=lightcontrol, lora=lora, lora_scale=lora_scale,
                                               flux_loras=flux_loras)
         student_results += [{**r, "reader": reader} for r in run_student(
             student, cases, seed=seed, steps=steps, condition_on=condition_on, lightcontrol_scale=lightcontrol_scale, chosen=indices)]

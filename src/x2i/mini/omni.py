@@ -2,23 +2,26 @@
 
 It is the real `Qwen2_5OmniThinkerForConditionalGeneration` (audio encoder, vision encoder,
 language model), saved so that `x2i.load_encoder` loads it as it loads the real thinker. Its
-language model and vision tower are the mini Qwen2.5-VL's, copied; its audio encoder (Whisper-style,
-as the real one: two convolutions, attention within 2-second windows, pooled to 25 tokens a
-second) is new, and learns with everything else frozen (as Qwen-Audio and Qwen2.5-Omni align a new
-audio encoder to a trained language model first), on the world's task by ear (`audio2image`): the
-spoken caption alone (espeak-ng, five languages, varied speakers, a little noise) -> the scene in
-canonical English, with speech recognition beside it ("what is said?" -> the caption's words, in
-its language), through the frozen language model;
-and the semantic hub, as the mini Qwen2.5-VL's recipe has it for image objects and page words: the
-sound tokens heard while each color, shape, size or place word is said (espeak-ng's word times)
-read out as that English word at the last layers. (A first stage that aligned the encoder's tokens
-to the caption's tokens by CTC, without the language model, was tried and left out: it did not
-help what follows, BENCHMARKS.md.)
+language model and vision tower start as the mini Qwen2.5-VL's, copied; its audio encoder
+(Whisper-style, as the real one: two convolutions, attention within 2-second windows, pooled to 25
+tokens a second) is new. Two stages, as Qwen-Audio and Qwen2.5-Omni align a new audio encoder to a
+trained language model first and then train all but the vision encoder on every modality:
 
-Nothing in the recipe sees T5, FLUX, AlignNet or the teacher. The language model stays the mini
-Qwen2.5-VL's and the chat template is its template with a sound placeholder, so text and images read
-exactly as they do there (tests/test_mini_omni.py): the AlignNet distilled on the Qwen2.5-VL's
-English text is distilled on this model's English text too.
+1. The world by ear, the ears alone (everything else frozen): the spoken caption alone
+   (espeak-ng, five languages, varied speakers, a little noise) -> the scene in canonical English,
+   with speech recognition beside it ("what is said?" -> the caption's words, in its language),
+   and the semantic hub, as the mini Qwen2.5-VL's recipe has it for image objects and page words:
+   the sound tokens heard while each color, shape, size or place word is said (espeak-ng's word
+   times) read out as that English word at the last layers.
+2. Listening: the ears and the language model together, on spoken requests and, as many again,
+   the mini Qwen2.5-VL's own tasks (captions in five languages, images, edits, pairs,
+   conversations, questions, clips), so that it keeps them. A frozen language model cannot bind
+   words said over many sound tokens each (BENCHMARKS.md).
+
+Nothing in the recipe sees T5, FLUX, AlignNet or the teacher. The chat template is the Qwen2.5-VL's
+with a sound placeholder. After stage 1 alone text and images read exactly as in the mini
+Qwen2.5-VL (tests/test_mini_omni.py); stage 2 moves its language model, so the shipped `mini-omni`
+has its own AlignNet, distilled on its English text alone as always.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from x2i.inference.encoders.qwen2_5_omni import Qwen2_5OmniEncoder
 from x2i.inference.locations import locate
 from x2i.inference.request import Request
 from x2i.media import Audio
-from x2i.mini.examples import Example, sample_with_scene
+from x2i.mini.examples import TRAINING_MIX, Example, sample_with_scene
 from x2i.mini.language import caption
 from x2i.mini.media import speak
 from x2i.mini.mllm import MLLMConfig, batch_loss, train_only
@@ -55,6 +58,7 @@ CHAT_TEMPLATE = QWEN_VL_CHAT_TEMPLATE.replace(
 )
 WHAT_IS_SAID = "what is said?"  # the recognition request
 CHUNK_SECONDS = 15  # the mini hears up to 15 s a clip (the real model: 30)
+KEEP_MIX = {**TRAINING_MIX, "video2image": 1}  # what the language model already does, beside listening
 
 
 @dataclass
@@ -65,9 +69,12 @@ class OmniConfig:
     hear_batch: int = option(16, "spoken requests per step")
     hear_steps: int = option(1200, "spoken caption -> scene steps, recognition and the semantic hub beside them")
     hear_lr: float = option(1e-3, "learning rate (warm-up, then cosine decay)")
-    hear_from: str = option("", "with --reader qwen2_5_omni: a mini Qwen2.5-Omni (a directory) whose ears go on learning "
+    hear_from: str = option("", "with --reader qwen2_5_omni: a mini Qwen2.5-Omni (a directory) to go on training "
                             "(give another --seed than its own, for fresh data)")
     hear_hub_weight: float = option(1.0, "weight of the semantic hub on each spoken word's sound tokens (0: none)")
+    listen_steps: int = option(1400, "then the language model listens too: ears and language model on spoken requests and the "
+                               "Qwen2.5-VL's own tasks (0: ears only, and text and images read exactly as in the Qwen2.5-VL)")
+    listen_lr: float = option(2e-4, "its learning rate (warm-up, then cosine decay)")
     audio_layers: int = option(4, "audio encoder layers")
     audio_width: int = option(128, "audio encoder width")
 
@@ -80,6 +87,14 @@ def spoken_example(rng: random.Random, recognize: bool) -> Example:
     scene, lang = random_scene(rng), rng.choice(LANGUAGES)
     said = caption(scene, lang, rng)
     return Example(Request(WHAT_IS_SAID, [Audio.from_array(*speak(said, lang, rng))]), said, scene, [])
+
+
+def listening_example(rng: random.Random) -> Example:
+    """Half spoken (as `spoken_example`), half the mini Qwen2.5-VL's own tasks (captions, images,
+    edits, pairs, conversations, questions, clips), so that it keeps them while it learns to listen."""
+    if rng.random() < 0.5:
+        return spoken_example(rng, rng.random() < 0.25)
+    return sample_with_scene(rng, mix=KEEP_MIX)
 
 
 def build_omni(config: OmniConfig):
@@ -151,9 +166,20 @@ def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Pa
     ears = train_only(model, model.model.audio_tower.parameters())
     hub = MLLMConfig(hub_weight=config.hear_hub_weight)  # the hub's layers as in the Qwen2.5-VL recipe
     word_ids = english_word_ids(tokenizer) if config.hear_hub_weight else None
-    train_loop("mini Omni: the world by ear", config.hear_steps, ears,
-               lambda _: batch_loss(model, encoder, [spoken_example(rng, rng.random() < 0.25) for _ in range(config.hear_batch)],
-                                    hub, word_ids, groups=1),  # sound is most of each request: lengths are alike
-               lr=config.hear_lr, warmup=min(100, config.hear_steps // 10), clip=ears, progress=progress)
+    if config.hear_steps:
+        train_loop("mini Omni: the world by ear", config.hear_steps, ears,
+                   lambda _: batch_loss(model, encoder, [spoken_example(rng, rng.random() < 0.25) for _ in range(config.hear_batch)],
+                                        hub, word_ids, groups=1),  # sound is most of each request: lengths are alike
+                   lr=config.hear_lr, warmup=min(100, config.hear_steps // 10), clip=ears, progress=progress)
+    if config.listen_steps:
+        # A frozen language model reads a word said over ~10 sound tokens as ten repeats of it, and
+        # loses which words go together (BENCHMARKS.md): so, as Qwen2.5-Omni's second stage trains
+        # all but the vision encoder on every modality, the language model learns beside the ears.
+        rng = random.Random(config.seed + 2)
+        listening = train_only(model, [*model.model.audio_tower.parameters(), *model.model.language_model.parameters(),
+                                       *model.lm_head.parameters()])
+        train_loop("mini Omni: listening", config.listen_steps, listening,
+                   lambda _: batch_loss(model, encoder, [listening_example(rng) for _ in range(config.hear_batch)], hub, word_ids),
+                   lr=config.listen_lr, warmup=min(50, config.listen_steps // 10), clip=listening, progress=progress)
     model.eval()
     return save()
