@@ -269,8 +269,8 @@ def evaluate(cases: list[dict], models: str = "both", flux: str = "mini", mllm: 
     """`x2i eval`: the report ({"teacher": summary, "student": summary, "n": cases}; a model not
     scored is None) and every judged result. The student reads each case with `mllm` (default: the
     first shipped reader that takes the case's media) and `alignnet` (default: the reader's own, as
-    `locations.alignnet_for` says), and denoises with the
-    teacher's FLUX; community FLUX LoRAs (`flux_loras`) adapt both alike."""
+    `locations.alignnet_for` says), and denoises with the teacher's FLUX; community FLUX LoRAs
+    (`flux_loras`) adapt both alike."""
     from x2i.inference.loaders import load_flux
     from x2i.inference.locations import alignnet_for
     from x2i.inference.lora import load_flux_loras
