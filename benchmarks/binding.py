@@ -23,13 +23,10 @@ from collections import defaultdict
 from x2i.inference.loaders import load_encoder
 from x2i.inference.request import Request
 from x2i.mini.examples import sample_with_scene
+from x2i.mini.mllm import greedy_answers
 from x2i.mini.world import LANGUAGES
 
 FILLERS = {"repeated": None, "spaces": " ", "commas": ",", "newlines": "\n", "end-of-text": "<|endoftext|>"}
-
-
-def answers(encoder, requests: list[Request]) -> list[str]:
-    return [a for start in range(0, len(requests), 32) for a in encoder.answer(requests[start : start + 32], 48)]
 
 
 def repeats(encoder, n: int, seed: int) -> None:
@@ -45,7 +42,7 @@ def repeats(encoder, n: int, seed: int) -> None:
         row = []
         for filler in FILLERS.values():
             texts = [" ".join(w + ((" " + w) * k if filler is None else filler * k) for w in e.request.text.split()) for e in examples]
-            got = answers(encoder, [Request(t) for t in texts])
+            got = greedy_answers(encoder, [Request(t) for t in texts])
             row.append(sum(a == e.answer for a, e in zip(got, examples)) / n)
         print(f"{k:>3}" + "".join(f"{score:>13.3f}" for score in row), flush=True)
 
@@ -60,7 +57,7 @@ def heard(encoder, n: int, seed: int) -> None:
 
     for lang in LANGUAGES:
         examples = [sample_with_scene(rng, "audio2image", lang) for _ in range(n)]
-        for example, answer in zip(examples, answers(encoder, [e.request for e in examples])):
+        for example, answer in zip(examples, greedy_answers(encoder, [e.request for e in examples])):
             objects = len(example.scene["objects"])
             count(f"exact, {lang}", answer == example.answer)
             count(f"exact, {objects} object(s)", answer == example.answer)

@@ -223,3 +223,24 @@ def test_help_and_generate_options_do_not_import_the_trainers():
     code = "import sys; from x2i.app.cli import build_parser; build_parser('generate'); build_parser('eval'); print(sorted(m for m in ('torch', 'diffusers', 'accelerate') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr[-2000:]
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import argparse
+
+    from x2i.app.cli import build_parser
+
+    def commands(parser, name="x2i"):
+        yield name, parser
+        for action in parser._actions:  # argparse keeps its subcommands here only
+            if isinstance(action, argparse._SubParsersAction):
+                for word, sub in action.choices.items():
+                    yield from commands(sub, f"{name} {word}")
+
+    found = list(commands(build_parser()))
+    assert len(found) > 20  # generate, eval, distill, the trainers, every mini step, ...
+    for name, parser in found:
+        options = [a for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
+        assert all(a.help for a in options), (name, [a.option_strings for a in options if not a.help])
+        shown = parser.format_help()
+        assert "(default: None)" not in shown and "(default: True)" not in shown and "(default: False)" not in shown, name

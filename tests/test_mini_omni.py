@@ -10,6 +10,7 @@ import torch
 from transformers import AutoImageProcessor
 
 from x2i.architectures import save_qwen2_5_omni
+from x2i.errors import X2IError
 from x2i.inference.encoders.qwen2_5_omni import Qwen2_5OmniEncoder
 from x2i.inference.loaders import load_encoder
 from x2i.inference.locations import locate
@@ -21,6 +22,7 @@ from x2i.mini.omni import (
     WHAT_IS_SAID,
     OmniConfig,
     build_omni,
+    language_weights,
     listening_example,
     spoken_example,
     train_omni,
@@ -82,6 +84,16 @@ def test_recognition_asks_for_the_words_and_the_task_for_the_scene():
     assert task.request.text == "" and task.answer.startswith(("a ", "an "))
 
 
+def test_spoken_languages_are_drawn_by_their_weights_and_bad_weights_are_one_line():
+    only_chinese = language_weights("zh=1,en=0")
+    said = [spoken_example(random.Random(k), recognize=True, languages=only_chinese).answer for k in range(8)]
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in said)  # every caption said in Chinese
+    assert language_weights("en=1,zh=1,fr=1,de=1,es=1") == dict.fromkeys(("en", "zh", "fr", "de", "es"), 1.0)
+    for bad in ("zh", "xx=1", "zh=-1", "en=0", "zh=a"):
+        with pytest.raises(X2IError, match="--spoken-languages"):
+            language_weights(bad)
+
+
 def test_each_spoken_word_has_the_sound_tokens_heard_while_it_is_said(omni):
     encoder = load_encoder(omni)
     example = sample_with_scene(random.Random(3), "audio2image")
@@ -90,12 +102,19 @@ def test_each_spoken_word_has_the_sound_tokens_heard_while_it_is_said(omni):
     sound = (inputs["input_ids"][0] == encoder.model.config.audio_token_id).nonzero().flatten().tolist()
     per_second = len(sound) / example.request.audio[0].duration
     assert 24 <= per_second <= 26  # Qwen2.5-Omni's 25 sound tokens a second
-    assert len(located) == len(example.shown) >= 3
+    assert len(located) == len(example.shown) >= 4
+    assert [obj for obj, _ in example.shown if len(obj) > 1] == example.scene["objects"]  # each object whole once, as its words end
+    words_begin = []  # where each word of the object being said begins
     for (_, positions, obj), (said, (kind, (start, end))) in zip(located, example.shown):
-        assert kind == "sound" and obj == said and len(obj) == 1
+        assert kind == "sound" and obj == said
         first, last = sound.index(positions[0]), sound.index(positions[-1])
         assert positions == sound[first : last + 1]
         assert abs(first - start * per_second) <= 1 and abs(last + 1 - end * per_second) <= 1
+        if len(obj) == 1:
+            words_begin.append(first)
+        else:  # the object's last 3 sound tokens: after every word of it began
+            assert len(positions) == 3 and words_begin and first > max(words_begin)
+            words_begin = []
 
 
 def test_the_semantic_hub_reaches_the_ears_through_each_spoken_word():

@@ -13,6 +13,16 @@ import types
 import typing
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default in `--help`, where there is one to show: not for a required option, a
+    switch (it is off unless given), a default of None (unset), or a help that already says it."""
+
+    def _get_help_string(self, action):
+        if action.required or action.nargs == 0 or action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def option(default=dataclasses.MISSING, help: str = "", **argparse_kwargs):
     """A dataclass field that is also a command-line option."""
     return dataclasses.field(default=default, metadata={"help": help, **argparse_kwargs})

@@ -48,7 +48,7 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
                         "its own, the mini 20, the steps its scores are measured at; use 4 for schnell-like models)")
     parser.add_argument("--guidance", type=float, default=3.5, help="guidance for FLUX models with a guidance embedding")
     parser.add_argument("--height", type=int, default=None, help="default: the size the FLUX VAE was made for (1024 for FLUX.1, 64 for the mini FLUX)")
-    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--width", type=int, default=None, help="default: as --height")
     add_device_options(parser)
 
 

@@ -18,8 +18,7 @@ import warnings
 from pathlib import Path
 
 from x2i.errors import X2IError
-
-DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
+from x2i.options import HelpFormatter
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -61,7 +60,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "AlignNet, and denoise with FLUX. T5 and CLIP are never loaded. Without model flags, the shipped mini "
         "models run (a world of colored shapes, in en/zh/fr/de/es, from text, one or two images, or an image "
         "and an instruction).",
-        formatter_class=DEFAULTS,
+        formatter_class=HelpFormatter,
     )
     gen.add_argument("--prompt", default="", help="text in any language the MLLM reads; with inputs, the instruction")
     # One list in the order typed: the MLLM reads the inputs in that order, then the prompt.
@@ -98,7 +97,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Make an image for every case, read it back with the mini world's judge, and print the "
         "fraction of cases whose every expected attribute holds, per task and per language. The teacher "
         "(FLUX with T5/CLIP) is scored on the English text2image cases; teacher and student get the same noise.",
-        formatter_class=DEFAULTS,
+        formatter_class=HelpFormatter,
     )
     ev.add_argument("cases", type=Path, help="JSONL file of cases (make some with `x2i mini make-cases`)")
     ev.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -124,7 +123,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "through AlignNet (student) see the same noise; AlignNet learns to make the student's attention outputs match "
         "the teacher's in every block. English captions only. Defaults: the shipped mini teacher and mini MLLM. "
         "For many GPUs or nodes: accelerate launch -m x2i distill ...",
-        formatter_class=DEFAULTS,
+        formatter_class=HelpFormatter,
     )
     if command in (None, "distill"):
         from x2i.training.distill import DistillConfig
@@ -144,7 +143,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
          "attached. Saved as diffusers saves LoRAs (FluxPipeline.load_lora_weights reads it). Defaults: the shipped mini models."),
     ):
         group = commands.add_parser(name, help=f"train {what}").add_subparsers(dest=f"{name}_command", required=True, metavar="STEP")
-        trainer = group.add_parser("train", help=f"train {what}", description=description, formatter_class=DEFAULTS)
+        trainer = group.add_parser("train", help=f"train {what}", description=description, formatter_class=HelpFormatter)
         if command in (None, name):
             from x2i.training.edit_training import LightControlConfig, LoraConfig
 
@@ -159,13 +158,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Start a Gradio app over one X2IPipeline, loaded once: a Generate tab (prompt, uploads of the inputs the "
         "reader takes, seed, steps, size, guidance, number of images, and a gallery of results with the inputs that made them) "
         "and a Conversation tab. Requests queue and run one at a time. Without model flags, the shipped mini models.",
-        formatter_class=DEFAULTS,
+        formatter_class=HelpFormatter,
     )
     add_model_options(srv)
     add_limit_options(srv)
     add_memory_options(srv)
     srv.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens the app to the network")
-    srv.add_argument("--port", type=int, default=7860)
+    srv.add_argument("--port", type=int, default=7860, help="the port the app listens on")
     srv.add_argument("--steps", type=int, default=None, help="the app's default denoising steps (default: 28, as FLUX.1-dev takes; "
                      "the mini FLUX 20, the steps its scores are measured at)")
     srv.add_argument("--max-inputs", type=int, default=4, metavar="N", help="at most N uploaded files per request")
@@ -185,7 +184,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "turn on, the last picture is the new turn's input and the MLLM reads the earlier turns and its answers to them "
         "(\"now make it blue\"). Commands: /image PATH, /audio PATH, /video PATH attach an input to the next turn; "
         "/reset starts over; /quit ends. When standard input is not a terminal, one turn per line (for scripts).",
-        formatter_class=DEFAULTS,
+        formatter_class=HelpFormatter,
     )
     chat.add_argument("--out", type=Path, default=Path("chat"), help="directory for turn-N.png")
     add_model_options(chat)
@@ -203,7 +202,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="build tiny random models (MLLM, FLUX, AlignNet) for a smoke run; their images mean nothing",
     )
     tiny.add_argument("directory", type=Path)
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     tiny.add_argument("--reader", default="qwen2_5_vl", choices=("qwen2_5_vl", "internvl", "qwen2_5_omni"), help="the MLLM family")
     tiny.set_defaults(run=run_tiny_models)
     return parser

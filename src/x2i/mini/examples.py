@@ -53,6 +53,8 @@ from x2i.mini.world import (
 TRAINING_MIX = {"text2image": 3, "image2image": 2, "imagetext2image": 4, "multiimage2image": 1, "conversation": 1, "question": 1}
 # The last stage's: weighted toward what is still wrong after the first, reasoning over an image and an instruction.
 EDIT_MIX = {"text2image": 2, "image2image": 1, "imagetext2image": 6, "multiimage2image": 1, "conversation": 2, "question": 1}
+# The sound tokens heard as an object's words end (25 a second: 3) stand for a caption's last token for it.
+OBJECT_END_SECONDS = 0.12
 # Watching and reading (the vision tower only): clips and documents, with the image tasks beside them.
 WATCH_MIX = {"video2image": 3, "document2image": 4, "image2image": 1, "imagetext2image": 2, "multiimage2image": 1, "conversation": 1}
 # Reading (the vision tower only, the semantic hub on each page word's tokens): pages, with clips and images beside them.
@@ -65,7 +67,8 @@ class Example(NamedTuple):
     ("text", (start, end))) for an object whose words are those characters of its text, (object,
     ("page", boxes)) for one attribute of an object (the object given by that attribute alone) whose
     word is typeset in those boxes of the request's one image, a page; (attribute, ("sound", (start,
-    end))) likewise for a word said in those seconds of the request's one sound."""
+    end))) likewise for a word said in those seconds of the request's one sound, and (object,
+    ("sound", (start, end))) for the last sound tokens heard as an object's words end."""
 
     request: Request
     answer: str
@@ -126,8 +129,12 @@ def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | N
     if task == "audio2image":
         text, spans = caption_with_spans(scene, lang, rng)
         samples, rate, words = speak_words(text, lang, rng)
-        said = [({attr: obj[attr]}, ("sound", spoken_span(words, span, samples.size / rate)))  # each word when it is said
-                for obj, object_span in zip(scene["objects"], spans) for attr, span in attribute_spans(text, object_span, obj, lang)]
+        seconds, said = samples.size / rate, []
+        for obj, object_span in zip(scene["objects"], spans):
+            said += [({attr: obj[attr]}, ("sound", spoken_span(words, span, seconds)))  # each word when it is said
+                     for attr, span in attribute_spans(text, object_span, obj, lang)]
+            end = spoken_span(words, object_span, seconds)[1]  # and the whole object as its words end, as a caption's last token for it
+            said.append((obj, ("sound", (max(0.0, end - OBJECT_END_SECONDS), end))))
         return Example(Request("", [Audio.from_array(samples, rate)]), describe(scene), scene, said)
     if task == "document2image":
         text, spans = caption_with_spans(scene, lang, rng)

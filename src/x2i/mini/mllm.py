@@ -305,6 +305,11 @@ def probe_loss(probe: torch.nn.Linear, last_hidden: torch.Tensor, labels: torch.
     return torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten())
 
 
+def greedy_answers(encoder, requests: list, batch: int = 32) -> list[str]:
+    """The reader's greedy answers (at most 48 new tokens each), `batch` requests at a time."""
+    return [a for start in range(0, len(requests), batch) for a in encoder.answer(requests[start : start + batch], 48)]
+
+
 def answer_accuracy(encoder, n: int = 100, seed: int = 777, batch: int = 32, tasks: tuple[str, ...] | None = None) -> dict[str, float]:
     """Exact-match accuracy of the greedy answers on `n` fresh requests per line: each task (of
     `tasks`, default all) the reader takes, and each language for the tasks with words in any language."""
@@ -316,6 +321,6 @@ def answer_accuracy(encoder, n: int = 100, seed: int = 777, batch: int = 32, tas
     for task in tasks or (*TRAINING_MIX, "video2image", "document2image", *(("audio2image",) if hears else ())):
         for lang in LANGUAGES if task in ("text2image", "imagetext2image", "conversation", "document2image", "audio2image") else (None,):
             examples = [sample_with_scene(rng, task, lang) for _ in range(n)]
-            answers = [a for start in range(0, n, batch) for a in encoder.answer([e.request for e in examples[start : start + batch]], 48)]
+            answers = greedy_answers(encoder, [e.request for e in examples], batch)
             scores[task + (f" {lang}" if lang else "")] = sum(a == e.answer for a, e in zip(answers, examples)) / n
     return scores

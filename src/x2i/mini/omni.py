@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from x2i.architectures import QWEN_VL_CHAT_TEMPLATE, qwen_tokenizer, save_qwen2_5_omni
+from x2i.errors import X2IError
 from x2i.inference.encoders.qwen2_5_omni import Qwen2_5OmniEncoder
 from x2i.inference.locations import locate
 from x2i.inference.request import Request
@@ -75,25 +76,39 @@ class OmniConfig:
     listen_steps: int = option(1400, "then the language model listens too: ears and language model on spoken requests and the "
                                "Qwen2.5-VL's own tasks (0: ears only, and text and images read exactly as in the Qwen2.5-VL)")
     listen_lr: float = option(2e-4, "its learning rate (warm-up, then cosine decay)")
+    spoken_languages: str = option("en=1,zh=1,fr=1,de=1,es=1", "how often each language is spoken, relative to the others "
+                                   "(more of one the ears hear worst, as real recipes weight their data)")
     audio_layers: int = option(4, "audio encoder layers")
     audio_width: int = option(128, "audio encoder width")
 
 
-def spoken_example(rng: random.Random, recognize: bool) -> Example:
-    """A caption of a fresh scene spoken in any language, asked "what is said?" (-> the caption),
-    or the world's task: the sound alone (-> the scene)."""
+def language_weights(spec: str) -> dict[str, float]:
+    """`--spoken-languages` ("en=1,zh=2,...": languages left out are not spoken) as {language: weight}."""
+    try:
+        weights = {lang.strip(): float(weight) for lang, weight in (part.split("=") for part in spec.split(","))}
+    except ValueError:
+        weights = {}
+    if not weights or set(weights) - set(LANGUAGES) or min(weights.values()) < 0 or not sum(weights.values()) > 0:
+        raise X2IError(f"--spoken-languages {spec!r}: give weights of {', '.join(LANGUAGES)} as en=1,zh=2,... (at least one above 0)")
+    return weights
+
+
+def spoken_example(rng: random.Random, recognize: bool, languages: dict[str, float] | None = None) -> Example:
+    """A caption of a fresh scene spoken in a language (drawn by `languages`' weights, else any),
+    asked "what is said?" (-> the caption), or the world's task: the sound alone (-> the scene)."""
+    lang = rng.choices(list(languages), weights=list(languages.values()))[0] if languages else rng.choice(LANGUAGES)
     if not recognize:
-        return sample_with_scene(rng, "audio2image")
-    scene, lang = random_scene(rng), rng.choice(LANGUAGES)
+        return sample_with_scene(rng, "audio2image", lang=lang)
+    scene = random_scene(rng)
     said = caption(scene, lang, rng)
     return Example(Request(WHAT_IS_SAID, [Audio.from_array(*speak(said, lang, rng))]), said, scene, [])
 
 
-def listening_example(rng: random.Random) -> Example:
+def listening_example(rng: random.Random, languages: dict[str, float] | None = None) -> Example:
     """Half spoken (as `spoken_example`), half the mini Qwen2.5-VL's own tasks (captions, images,
     edits, pairs, conversations, questions, clips), so that it keeps them while it learns to listen."""
     if rng.random() < 0.5:
-        return spoken_example(rng, rng.random() < 0.25)
+        return spoken_example(rng, rng.random() < 0.25, languages)
     return sample_with_scene(rng, mix=KEEP_MIX)
 
 
@@ -156,6 +171,7 @@ def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Pa
         tokenizer = AutoTokenizer.from_pretrained(config.hear_from)
     else:
         model, tokenizer = build_omni(config)
+    languages = language_weights(config.spoken_languages)
     image_processor = AutoImageProcessor.from_pretrained(config.hear_from or locate(config.vision_language, "mllm"), backend="pil")
 
     def save() -> Path:
@@ -168,7 +184,7 @@ def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Pa
     word_ids = english_word_ids(tokenizer) if config.hear_hub_weight else None
     if config.hear_steps:
         train_loop("mini Omni: the world by ear", config.hear_steps, ears,
-                   lambda _: batch_loss(model, encoder, [spoken_example(rng, rng.random() < 0.25) for _ in range(config.hear_batch)],
+                   lambda _: batch_loss(model, encoder, [spoken_example(rng, rng.random() < 0.25, languages) for _ in range(config.hear_batch)],
                                         hub, word_ids, groups=1),  # sound is most of each request: lengths are alike
                    lr=config.hear_lr, warmup=min(100, config.hear_steps // 10), clip=ears, progress=progress)
     if config.listen_steps:
@@ -179,7 +195,7 @@ def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Pa
         listening = train_only(model, [*model.model.audio_tower.parameters(), *model.model.language_model.parameters(),
                                        *model.lm_head.parameters()])
         train_loop("mini Omni: listening", config.listen_steps, listening,
-                   lambda _: batch_loss(model, encoder, [listening_example(rng) for _ in range(config.hear_batch)], hub, word_ids),
+                   lambda _: batch_loss(model, encoder, [listening_example(rng, languages) for _ in range(config.hear_batch)], hub, word_ids),
                    lr=config.listen_lr, warmup=min(50, config.listen_steps // 10), clip=listening, progress=progress)
     model.eval()
     return save()
