@@ -53,12 +53,12 @@ from x2i.mini.world import (
 TRAINING_MIX = {"text2image": 3, "image2image": 2, "imagetext2image": 4, "multiimage2image": 1, "conversation": 1, "question": 1}
 # The last stage's: weighted toward what is still wrong after the first, reasoning over an image and an instruction.
 EDIT_MIX = {"text2image": 2, "image2image": 1, "imagetext2image": 6, "multiimage2image": 1, "conversation": 2, "question": 1}
-# The sound tokens heard as an object's words end (25 a second: 3) stand for a caption's last token for it.
-OBJECT_END_SECONDS = 0.12
 # Watching and reading (the vision tower only): clips and documents, with the image tasks beside them.
 WATCH_MIX = {"video2image": 3, "document2image": 4, "image2image": 1, "imagetext2image": 2, "multiimage2image": 1, "conversation": 1}
 # Reading (the vision tower only, the semantic hub on each page word's tokens): pages, with clips and images beside them.
 READ_MIX = {"document2image": 6, "video2image": 1, "image2image": 1, "imagetext2image": 1, "multiimage2image": 1}
+# The sound tokens heard as an object's words end (25 a second: 3) stand for a caption's last token for it.
+OBJECT_END_SECONDS = 0.12
 
 
 class Example(NamedTuple):

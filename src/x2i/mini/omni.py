@@ -161,6 +161,7 @@ def build_omni(config: OmniConfig):
 def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Path:
     from transformers import AutoImageProcessor
 
+    languages = language_weights(config.spoken_languages)  # a bad --spoken-languages says so before anything loads
     if config.hear_from:
         from transformers import (
             AutoTokenizer,
@@ -171,7 +172,6 @@ def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Pa
         tokenizer = AutoTokenizer.from_pretrained(config.hear_from)
     else:
         model, tokenizer = build_omni(config)
-    languages = language_weights(config.spoken_languages)
     image_processor = AutoImageProcessor.from_pretrained(config.hear_from or locate(config.vision_language, "mllm"), backend="pil")
 
     def save() -> Path:
