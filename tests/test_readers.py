@@ -226,3 +226,21 @@ def test_a_whole_omni_checkpoint_loads_only_its_thinker(encoders, tiny_readers, 
     assert type(encoder).__name__ == "Qwen2_5OmniEncoder" and type(encoder.model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
     request = [Request("draw it", [random_image(1)])]
     torch.testing.assert_close(encoder.encode(request).hidden_states, encoders["qwen2_5_omni"].encode(request).hidden_states, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("reader", ["qwen2_5_vl", "internvl", "qwen2_5_omni"])
+def test_request_tokens_are_every_media_token_and_the_users_text(encoders, clips, reader):
+    """What an AlignNet with stream "request" gives FLUX, for every input each reader takes."""
+    encoder = encoders[reader]
+    requests = requests_for(reader, clips)
+    inputs = encoder.prepare(requests)
+    mask = encoder.request_tokens(requests, inputs)
+    config = encoder.model.config
+    media = {getattr(config, name) for name in ("image_token_id", "video_token_id", "audio_token_id") if hasattr(config, name)}
+    for row, request in enumerate(requests):
+        ids = inputs["input_ids"][row]
+        is_media = torch.isin(ids, torch.tensor(sorted(media)))
+        assert is_media.any() == bool(request.media) and mask[row][is_media].all()
+        assert not mask[row][inputs["attention_mask"][row] == 0].any()
+        text = encoder.processor.tokenizer.decode(ids[mask[row] & ~is_media], skip_special_tokens=True)
+        assert text == request.text

@@ -39,6 +39,7 @@ PRESETS: dict[str, dict] = {
     "internvl2.5-4b": dict(num_hidden_states=37, hidden_size=2048, pad_to=512),
     "minicpm-o-2.6": dict(num_hidden_states=29, hidden_size=3584, pad_to=512),
 }
+STREAMS = ("all", "request")  # which of AlignNet's tokens FLUX reads (see AlignNet)
 PRESET_FAMILIES = {"qwen2.5-vl-3b": "qwen2_5_vl", "qwen2.5-vl-7b": "qwen2_5_vl", "internvl2.5-1b": "internvl",
                    "internvl2.5-4b": "internvl", "minicpm-o-2.6": "minicpmo"}
 
@@ -75,6 +76,14 @@ class AlignNet(ModelMixin, ConfigMixin):
                        ({"english": ..., "other_language": ..., "media": ...}, each "prompt",
                        "answer" or "prompt+answer"), chosen by measuring this AlignNet with its MLLM;
                        None (the official checkpoints): the prompt road, as the paper measured
+    stream             which of its tokens FLUX reads: "all" (every one, the chat template and
+                       padding included, as the official checkpoints were trained) or "request"
+                       (x2i's option: only the request's own tokens — its text, media and answers —
+                       so FLUX's text stream is as long as the request, not the template)
+    closing_tokens     with stream "request": FLUX also reads the prompt's last N tokens (the chat
+                       template's closing ones, where a causal MLLM has read the whole prompt)
+    registers          with stream "request": N learned tokens FLUX reads before the request's,
+                       in place of the T5 padding that FLUX attends to in its teacher's stream
     """
 
     config_name = "config.json"
@@ -92,8 +101,15 @@ class AlignNet(ModelMixin, ConfigMixin):
         refiner_layers: int = 0,
         refiner_heads: int = 4,
         roads: dict | None = None,
+        stream: str = "all",
+        closing_tokens: int = 0,
+        registers: int = 0,
     ):
         super().__init__()
+        if stream not in STREAMS:
+            raise X2IError(f"AlignNet stream must be 'all' or 'request', not {stream!r}")
+        if (closing_tokens or registers) and stream != "request" or min(closing_tokens, registers) < 0:
+            raise X2IError("AlignNet closing_tokens and registers (at least 0) go with stream 'request' only")
         if roads and not (set(roads) <= set(REQUEST_KINDS) and set(roads.values()) <= set(ROADS)):
             raise X2IError(f"AlignNet roads must map {', '.join(REQUEST_KINDS)} to prompt, answer or prompt+answer, not {roads!r}")
         if fusion not in ("conv", "scale"):
@@ -112,6 +128,8 @@ class AlignNet(ModelMixin, ConfigMixin):
         self.mlp.layernorm = nn.LayerNorm(H, eps=1e-6)
         self.mlp.projector = nn.Sequential(nn.Linear(H, D, bias=False), nn.GELU(), nn.Linear(D, D, bias=False))
         self.mlp.fc = nn.Sequential(nn.GELU(), nn.Linear(D, pooled_projection_dim))
+        if registers:
+            self.register_tokens = nn.Parameter(torch.randn(registers, D) * 0.02)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> AlignNetOutput:
         """hidden_states [B, C, S, H]; attention_mask [B, S] (1 = real token), used by masked pooling

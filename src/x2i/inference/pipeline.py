@@ -86,7 +86,10 @@ class X2IPipeline:
         self.alignnet = alignnet.eval().requires_grad_(False)
         self.flux = flux
         # Pad prompts as AlignNet saw them in training, unless the caller says otherwise (0: no padding).
-        self.pad_to = alignnet.config.pad_to if pad_to is None else (pad_to or None)
+        # FLUX reads no padding from an AlignNet whose stream is "request", so its prompts go
+        # unpadded: a shorter MLLM pass, the same pictures (BENCHMARKS.md, "text stream").
+        as_trained = alignnet.config.pad_to if alignnet.config.stream == "all" else None
+        self.pad_to = as_trained if pad_to is None else (pad_to or None)
         self.max_answer_tokens = max_answer_tokens
         self.max_text_tokens = max_text_tokens or alignnet.config.pad_to or 512
         self.max_image_tokens = max_image_tokens or 4 * image_tokens(flux, self.default_size, self.default_size)
@@ -284,10 +287,11 @@ class X2IPipeline:
         read = [Request(x.answer) if x.road == "answer" else r for r, x in zip(requests, readings)]
         answers = [x.answer if x.road == "prompt+answer" else None for x in readings]
         with self._running(self.encoder.model):
-            states = self.encoder.encode(read, pad_to=self.pad_to, answers=answers if any(answers) else None)
+            states = self.encoder.encode(read, pad_to=self.pad_to, answers=answers if any(answers) else None,
+                                         request_tokens=self.alignnet.config.stream == "request")
         with self._running(self.alignnet):
             conditioning = condition(self.alignnet, states)
-        if self.trim_padding:  # FLUX reads as many tokens as the longest request has (left padding: the last ones)
+        if self.trim_padding and conditioning.text_mask is None:  # FLUX reads as many tokens as the longest request has (left padding: the last ones)
             keep = int(states.attention_mask.sum(1).max())
             conditioning = FluxConditioning(conditioning.prompt_embeds[:, -keep:], conditioning.pooled_prompt_embeds)
         return conditioning
@@ -356,7 +360,7 @@ class X2IPipeline:
                     source = self.flux.image_processor.preprocess([requests[i].images[0] for i in part], height, width)
                     stack.enter_context(self.lightcontrol.controlling(self.flux.transformer, source, lightcontrol_scale))
                 made += self.flux(
-                    **conditioning.rows(part).pipeline_kwargs(self.flux.transformer.dtype),
+                    **conditioning.rows(part).pipeline_kwargs(self.flux.transformer.dtype, image_tokens(self.flux, height, width)),
                     height=height,
                     width=width,
                     num_inference_steps=num_inference_steps,

@@ -59,22 +59,30 @@ class Request:
         return [m for m in self.media if isinstance(m, Video)]
 
 
-def format_prompt(request: Request) -> str:
-    """The user turn as AlignNet was trained on it (reference notes, section 3).
-
-    The caption (or, with images, the edit instruction) is wrapped as the string of a small dict.
-    Training and inference both call this function, so they cannot drift apart. Sound and video
-    count as inputs like images: the text then says what to do with them.
-    """
+def prompt_fields(request: Request) -> dict[str, str]:
+    """The user turn as AlignNet was trained on it (reference notes, section 3): the caption (or,
+    with images, the edit instruction) in a small dict. Sound and video count as inputs like images:
+    the text then says what to do with them."""
     if request.media:
-        fields = {
-            "Text input": "no",
-            "Instruction editing description": request.text or "no",
-            "image input": "yes",
-        }
-    else:
-        fields = {"Text input": request.text, "Instruction editing description": "no", "image input": "no"}
-    return str(fields)
+        return {"Text input": "no", "Instruction editing description": request.text or "no", "image input": "yes"}
+    return {"Text input": request.text, "Instruction editing description": "no", "image input": "no"}
+
+
+def format_prompt(request: Request) -> str:
+    """The dict's string, which the MLLM reads. Training and inference both call this function, so
+    they cannot drift apart."""
+    return str(prompt_fields(request))
+
+
+def user_text_span(request: Request) -> tuple[int, int] | None:
+    """Where the user's own text is in `format_prompt(request)` (start, end), None when it has none:
+    the rest of the string is the same for every request."""
+    if not request.text:
+        return None
+    fields = prompt_fields(request)
+    key = "Instruction editing description" if request.media else "Text input"
+    start = str(fields).index(f"{key!r}: ") + len(repr(key)) + 2  # the key comes before any user text
+    return start + 1, start + len(repr(fields[key])) - 1  # inside the quotes
 
 
 def request_kind(request: Request) -> str:

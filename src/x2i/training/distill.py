@@ -28,9 +28,8 @@ import numpy as np
 import torch
 
 from x2i.errors import X2IError
-from x2i.inference.alignnet import AlignNet
-from x2i.inference.conditioning import FluxConditioning, condition
-from x2i.inference.encoders.base import EncoderOutput
+from x2i.inference.alignnet import STREAMS, AlignNet
+from x2i.inference.conditioning import FluxConditioning, condition, stream_places
 from x2i.inference.loaders import (
     check_size,
     default_dtype,
@@ -84,12 +83,18 @@ class DistillConfig(TrainConfig):
     fusion: str = option("conv", "how AlignNet fuses the MLLM's layers", choices=("conv", "scale"))
     pooling: str = option("masked_mean", "how AlignNet pools the vector FLUX reads in place of CLIP's", choices=("mean", "masked_mean"))
     refiner_layers: int = option(0, "bidirectional transformer layers over AlignNet's tokens (0: the release's AlignNet)")
+    stream: str = option("all", "which of AlignNet's tokens FLUX reads, saved in the AlignNet. all: every one, chat template and "
+                         "padding included (the release); request: only the request's own (its text, media and answers), so "
+                         "FLUX's text stream is as short as the request (with the prompt's last --closing-tokens)", choices=STREAMS)
+    registers: int = option(0, "with --stream request: N learned tokens FLUX reads beside the request's, standing in for the T5 "
+                            "padding FLUX attends to in its teacher's stream", metavar="N")
     # With this probability a prompt's content is hidden from AlignNet: every token but the last
     # `closing_tokens` (the chat template's closing ones) becomes padding, so AlignNet must also
     # read what the MLLM gathers at the end of the prompt. 0: the original recipe.
     prompt_dropout: float = option(0.0, "with probability P hide a prompt's content from AlignNet, all but the chat template's "
                                    "closing tokens, so it also learns to read the MLLM's summary there; 0: the original recipe", metavar="P")
-    closing_tokens: int = option(6, "how many final prompt tokens --prompt-dropout keeps (6 for Qwen2.5-VL)", metavar="K")
+    closing_tokens: int = option(6, "the chat template's closing tokens (6 for Qwen2.5-VL), where a causal MLLM has read the whole "
+                                 "prompt: what --prompt-dropout keeps, and what FLUX reads beside the request's with --stream request", metavar="K")
 
 
 @dataclass
@@ -113,6 +118,10 @@ def distill(config: DistillConfig) -> Path:
         raise X2IError(f"--guidance must be a finite number, not {config.guidance}")
     if not 0 <= config.prompt_dropout <= 1 or config.closing_tokens < 0:
         raise X2IError("--prompt-dropout must be between 0 and 1 and --closing-tokens at least 0")
+    if config.registers and config.stream != "request" or config.registers < 0:
+        raise X2IError("--registers (at least 0) goes with --stream request")
+    if config.prompt_dropout and config.stream == "request":
+        raise X2IError("--prompt-dropout hides a prompt's own tokens, which are all FLUX reads with --stream request: give one of them")
     if config.terms == "padded" and (config.pad_to or 0) > MAX_T5_TOKENS:
         raise X2IError(f"--pad-to {config.pad_to} with --terms padded: FLUX's T5 reads at most {MAX_T5_TOKENS} tokens; "
                        f"give --pad-to {MAX_T5_TOKENS} or less, or --terms words")
@@ -127,7 +136,8 @@ def distill(config: DistillConfig) -> Path:
     alignnet = AlignNet(
         num_hidden_states=models.encoder.num_hidden_states, hidden_size=models.encoder.hidden_size, fusion=config.fusion,
         joint_attention_dim=transformer.config.joint_attention_dim, pooled_projection_dim=transformer.config.pooled_projection_dim,
-        pooling=config.pooling, pad_to=models.pad_to, refiner_layers=config.refiner_layers,
+        pooling=config.pooling, pad_to=models.pad_to, refiner_layers=config.refiner_layers, stream=config.stream,
+        **({"closing_tokens": config.closing_tokens, "registers": config.registers} if config.stream == "request" else {}),
     ).train()
     alignnet.card = alignnet_card(str(config.mllm), str(config.flux), command_line("x2i distill", config), config.steps,
                                   config.batch * accelerator.num_processes)
@@ -211,10 +221,10 @@ def make_inputs(models: Models, config: DistillConfig, texts: list[str], seeds: 
         at_one = FluxInputs(latents, image_ids, torch.ones_like(sigma), guidance)
         velocity = at_one.run(transformer, teacher).sample
         latents = latents - (1 - sigma.to(dtype))[:, None, None] * velocity  # Euler step from t=1 to sigma
-    states = models.encoder.encode([Request(t) for t in texts], pad_to=models.pad_to)
+    states = models.encoder.encode([Request(t) for t in texts], pad_to=models.pad_to, request_tokens=config.stream == "request")
     if states.hidden_states.shape[2] > models.pad_to:
         warnings.warn(f"a prompt is longer than --pad-to {models.pad_to} tokens: AlignNet reads its last {models.pad_to} states", stacklevel=1)
-        states = EncoderOutput(states.hidden_states[:, :, -models.pad_to :], states.attention_mask[:, -models.pad_to :])
+        states = states.last(models.pad_to)
     dropped = torch.zeros(batch, dtype=torch.bool)
     if config.prompt_dropout:
         dropped = torch.stack([torch.rand((), generator=g, device=device) for g in generators]).cpu() < config.prompt_dropout
@@ -223,6 +233,9 @@ def make_inputs(models: Models, config: DistillConfig, texts: list[str], seeds: 
     if config.terms == "words":
         pairs = word_pairs(flux.tokenizer_2, models.encoder, texts, t5_length, states.hidden_states.shape[2])
         pairs[dropped.to(pairs.device)] = -1  # a hidden caption has no words left to pair
+        if config.stream == "request":  # FLUX reads the request's tokens only: their places in its stream
+            places = stream_places(config, states).to(pairs.device)
+            pairs = torch.where(pairs >= 0, places.gather(1, pairs.clamp(min=0)), -1)
     return FluxInputs(latents, image_ids, sigma, guidance), teacher, states, pairs
 
 

@@ -207,6 +207,6 @@ def flow_matching_loss(frozen: Frozen, batch: Batch, branch: LightControl | None
     samples = branch(batch.source.to(dtype), batch.sigma.to(dtype)) if branch is not None else None
     prediction = transformer(
         hidden_states=batch.latents.to(dtype), timestep=batch.sigma.to(dtype), guidance=batch.guidance, img_ids=batch.image_ids,
-        controlnet_block_samples=samples, **batch.conditioning.transformer_kwargs(dtype),
+        controlnet_block_samples=samples, **batch.conditioning.transformer_kwargs(dtype, batch.latents.shape[1]),
     ).sample
     return F.mse_loss(prediction.float(), batch.velocity.float())

@@ -86,7 +86,7 @@ class FluxInputs:
 
     def run(self, transformer, conditioning: FluxConditioning):
         return transformer(self.latents, timestep=self.timestep, guidance=self.guidance, img_ids=self.image_ids,
-                           **conditioning.transformer_kwargs(transformer.dtype))
+                           **conditioning.transformer_kwargs(transformer.dtype, self.latents.shape[1]))
 
 
 def distillation_loss(

@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from transformers import PreTrainedModel
 
 from x2i.errors import X2IError
-from x2i.inference.request import Request, format_prompt
+from x2i.inference.request import Request, format_prompt, user_text_span
 from x2i.media.clips import MAX_VIDEO_FRAMES, VIDEO_FPS, Audio, Video
 
 MODALITY_NAMES = {Image.Image: "images", Audio: "audio", Video: "video"}
@@ -38,6 +38,7 @@ MODALITY_NAMES = {Image.Image: "images", Audio: "audio", Video: "video"}
 class EncoderOutput:
     hidden_states: torch.Tensor  # [B, C, S, H]: embedding output + every decoder layer (last one normed)
     attention_mask: torch.Tensor  # [B, S]: 1 for real tokens, 0 for padding
+    request_mask: torch.Tensor | None = None  # [B, S]: True on the request's own tokens (`MLLMEncoder.request_tokens`)
 
     def keep_last(self, counts: Sequence[int | None]) -> EncoderOutput:
         """Row i keeps its last counts[i] tokens (None: all); the others become padding, with the
@@ -50,7 +51,12 @@ class EncoderOutput:
             cut = mask.shape[1] - keep
             hidden[i, :, :cut] = padding[:, None]
             mask[i, :cut] = 0
-        return EncoderOutput(hidden, mask)
+        return EncoderOutput(hidden, mask, None if self.request_mask is None else self.request_mask & mask.bool())
+
+    def last(self, n: int) -> EncoderOutput:
+        """The last `n` tokens of every row."""
+        request_mask = None if self.request_mask is None else self.request_mask[:, -n:]
+        return EncoderOutput(self.hidden_states[:, :, -n:], self.attention_mask[:, -n:], request_mask)
 
 
 class MLLMEncoder(ABC):
@@ -160,11 +166,43 @@ class MLLMEncoder(ABC):
         return self.model._prepare_position_ids_for_generation(inputs["input_ids"], dict(inputs))
 
     @torch.no_grad()
-    def encode(self, requests: Sequence[Request], pad_to: int | None = None, answers: Sequence[str] | None = None) -> EncoderOutput:
-        """One forward pass over the prompts (and, given `answers`, the answers after them)."""
+    def encode(self, requests: Sequence[Request], pad_to: int | None = None, answers: Sequence[str] | None = None,
+               request_tokens: bool = False) -> EncoderOutput:
+        """One forward pass over the prompts (and, given `answers`, the answers after them); with
+        `request_tokens`, also which tokens are the requests' own."""
         inputs = self.prepare(requests, pad_to, answers)
         out = self.backbone(**inputs, position_ids=self.position_ids(inputs), output_hidden_states=True, use_cache=False)
-        return EncoderOutput(torch.stack(out.hidden_states, dim=1), inputs["attention_mask"])
+        mask = self.request_tokens(requests, inputs, answers) if request_tokens else None
+        return EncoderOutput(torch.stack(out.hidden_states, dim=1), inputs["attention_mask"], mask)
+
+    def request_tokens(self, requests: Sequence[Request], inputs: dict, answers: Sequence[str] | None = None) -> torch.Tensor:
+        """[B, S], True on each prompt's own tokens: its media's, its text's, and earlier turns' and
+        answers' — not the chat template's, the dict's around the text, or padding. The processor
+        expands each media placeholder into many tokens, so the prompt text, tokenized again with
+        character offsets, is walked beside each row: a row token the text lacks is a medium's."""
+        tokenizer, config = self.processor.tokenizer, self.model.config
+        media_ids = {getattr(config, name, None) for name in ("image_token_id", "image_token_index", "video_token_id",
+                                                               "video_token_index", "audio_token_id", "audio_token_index")}
+        ids, real = inputs["input_ids"].cpu(), inputs["attention_mask"].cpu().bool()
+        mask = torch.zeros_like(real)
+        for row, request in enumerate(requests):
+            answer = None if answers is None else answers[row]
+            chat = self.prompt_text(request, answer)
+            spans = user_spans(chat, request, answer)
+            text = tokenizer(chat, add_special_tokens=False, return_offsets_mapping=True)
+            j = 0
+            for i in real[row].nonzero().flatten().tolist():
+                token = int(ids[row, i])
+                if j < len(text.input_ids) and token == text.input_ids[j]:
+                    a, b = text.offset_mapping[j]
+                    mask[row, i] = token in media_ids or any(a < end and b > start for start, end in spans)
+                    j += 1
+                else:
+                    mask[row, i] = True
+            if j != len(text.input_ids):
+                raise X2IError(f"cannot find the request's own tokens among the {self.name} prompt's (row {row}): "
+                               "its processor changed the text; use an AlignNet whose stream is 'all'")
+        return mask.to(inputs["input_ids"].device)
 
     def count_tokens(self, text: str) -> int:
         return len(self.processor.tokenizer(text, add_special_tokens=False).input_ids)
@@ -198,6 +236,22 @@ class MLLMEncoder(ABC):
         shift = length - len(ends)  # left padding (or, when negative, the tokens cut from the left)
         indices = [int(torch.searchsorted(ends, start + e - 1, right=True)) + shift for e in char_ends]
         return [j if 0 <= j < length else -1 for j in indices]
+
+
+def user_spans(chat: str, request: Request, answer: str | None = None) -> list[tuple[int, int]]:
+    """The characters of `chat` (a prompt text) that are the user's text and the model's answers."""
+    spans, cursor = [], 0
+    for turn, reply in [*request.history, (request, answer)]:
+        prompt = format_prompt(turn)
+        at = chat.index(prompt, cursor)
+        if (span := user_text_span(turn)) is not None:
+            spans.append((at + span[0], at + span[1]))
+        cursor = at + len(prompt)
+        if reply:
+            at = chat.index(reply, cursor)
+            spans.append((at, at + len(reply)))
+            cursor = at + len(reply)
+    return spans
 
 
 class ChatTemplateEncoder(MLLMEncoder):
