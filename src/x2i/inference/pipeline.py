@@ -70,6 +70,10 @@ class X2IPipeline:
       the road this AlignNet's own measurements chose (its config's `roads`); an AlignNet without
       them (the authors' official ones) takes the prompt road for everything.
 
+    Prompts are left-padded to `pad_to` tokens (default: as AlignNet was trained, 512 for the
+    official checkpoints; none for an AlignNet whose stream is "request", which gives FLUX only the
+    request's own tokens; 0: none).
+
     Work is bounded before it starts: a request whose text (as typed, media and template aside) is
     longer than `max_text_tokens` tokens (default: the length
     AlignNet was trained on, 512 for the official checkpoints) is refused, and so is a size beyond
@@ -291,7 +295,8 @@ class X2IPipeline:
                                          request_tokens=self.alignnet.config.stream == "request")
         with self._running(self.alignnet):
             conditioning = condition(self.alignnet, states)
-        if self.trim_padding and conditioning.text_mask is None:  # FLUX reads as many tokens as the longest request has (left padding: the last ones)
+        if self.trim_padding and conditioning.text_mask is None:
+            # FLUX reads as many tokens as the longest request has (left padding: the last ones)
             keep = int(states.attention_mask.sum(1).max())
             conditioning = FluxConditioning(conditioning.prompt_embeds[:, -keep:], conditioning.pooled_prompt_embeds)
         return conditioning
@@ -337,6 +342,7 @@ class X2IPipeline:
         for r in requests:
             self.check_text(r.text)
         images = len(requests) * num_images_per_prompt
+        flux_image_tokens = image_tokens(self.flux, height, width)
         per_pass = images_per_pass(self.flux, height, width, images, self.pad_to or self.max_text_tokens, self.execution_device,
                                    self.max_image_tokens, batch_size)
 
@@ -360,7 +366,7 @@ class X2IPipeline:
                     source = self.flux.image_processor.preprocess([requests[i].images[0] for i in part], height, width)
                     stack.enter_context(self.lightcontrol.controlling(self.flux.transformer, source, lightcontrol_scale))
                 made += self.flux(
-                    **conditioning.rows(part).pipeline_kwargs(self.flux.transformer.dtype, image_tokens(self.flux, height, width)),
+                    **conditioning.rows(part).pipeline_kwargs(self.flux.transformer.dtype, flux_image_tokens),
                     height=height,
                     width=width,
                     num_inference_steps=num_inference_steps,
