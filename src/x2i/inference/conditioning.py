@@ -58,12 +58,13 @@ def condition(alignnet, states: EncoderOutput) -> FluxConditioning:
     while it trains under autocast; the pipeline's dtype at inference)."""
     dtype = next(alignnet.parameters()).dtype  # also when DDP wraps AlignNet
     output = alignnet(states.hidden_states.to(dtype), attention_mask=states.attention_mask)
-    config = getattr(alignnet, "module", alignnet).config
+    model = getattr(alignnet, "module", alignnet)  # DDP wraps it while it trains
+    config = model.config
     if config.stream == "all":
         return FluxConditioning(output.prompt_embeds, output.pooled_prompt_embeds)
     stream, mask = request_stream(output.prompt_embeds, streamed_tokens(config, states))
     if config.registers:
-        registers = getattr(alignnet, "module", alignnet).register_tokens.to(stream.dtype)
+        registers = model.register_tokens.to(stream.dtype)
         stream = torch.cat([registers.expand(len(stream), -1, -1), stream], dim=1)
         mask = torch.cat([mask.new_ones(len(mask), config.registers), mask], dim=1)
     return FluxConditioning(stream, output.pooled_prompt_embeds, mask)

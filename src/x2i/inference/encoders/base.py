@@ -227,10 +227,12 @@ class MLLMEncoder(ABC):
         read the whole word); -1 where that falls outside the row. None when quoting moves the
         caption's characters inside the prompt's dict string. With `answer`, the row ends with it."""
         chat = self.prompt_text(Request(caption), answer)
-        start = chat.find(format_prompt(Request(caption)))
-        if repr(caption)[1:-1] != caption or start < 0:
+        if repr(caption)[1:-1] != caption:
             return None
-        start += len("{'Text input': '")
+        try:
+            start = user_spans(chat, Request(caption), answer)[0][0]
+        except ValueError:  # the prompt's dict string is not in the text
+            return None
         offsets = self.processor.tokenizer(chat, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         ends = torch.tensor([end for _, end in offsets])
         shift = length - len(ends)  # left padding (or, when negative, the tokens cut from the left)
