@@ -148,9 +148,10 @@ def test_length_grouped_micro_batches_give_the_whole_batch_loss_and_gradient():
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
-@pytest.mark.parametrize("stage", [{"watch_steps": 2}, {"watch_steps": 0, "read_steps": 2, "read_batch": 4}], ids=["watching", "reading"])
+@pytest.mark.parametrize("stage", [{"watch_steps": 2}, {"watch_steps": 2, "watch_mix": "look"}, {"watch_steps": 0, "read_steps": 2, "read_batch": 4}],
+                         ids=["watching", "looking", "reading"])
 def test_watching_and_reading_train_the_vision_tower_only(tmp_path, stage):
-    """Stages 5 and 6 on a model made by stages 1-4: clips and pages move the vision tower alone,
+    """Stages 5 and 6 on a model made by stages 1-4: clips, pages and edits move the vision tower alone,
     so text reads exactly as before (and the AlignNet distilled on it stays valid)."""
     shipped = load_encoder(locate("mini", "mllm"))
     config = MLLMConfig(start_from="mini", batch=4, warmup=0, **stage)

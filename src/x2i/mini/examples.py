@@ -55,6 +55,9 @@ TRAINING_MIX = {"text2image": 3, "image2image": 2, "imagetext2image": 4, "multii
 EDIT_MIX = {"text2image": 2, "image2image": 1, "imagetext2image": 6, "multiimage2image": 1, "conversation": 2, "question": 1}
 # Watching and reading (the vision tower only): clips and documents, with the image tasks beside them.
 WATCH_MIX = {"video2image": 3, "document2image": 4, "image2image": 1, "imagetext2image": 2, "multiimage2image": 1, "conversation": 1}
+# Looking again (the vision tower only, for a model that already watches): weighted to edits, whose
+# answers still miss most often the size or place of the object the edit leaves alone.
+LOOK_MIX = {"imagetext2image": 6, "image2image": 1, "multiimage2image": 1, "video2image": 1, "conversation": 2, "document2image": 1}
 # Reading (the vision tower only, the semantic hub on each page word's tokens): pages, with clips and images beside them.
 READ_MIX = {"document2image": 6, "video2image": 1, "image2image": 1, "imagetext2image": 1, "multiimage2image": 1}
 # The sound tokens heard as an object's words end (25 a second: 3) stand for a caption's last token for it.

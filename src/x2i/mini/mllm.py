@@ -14,7 +14,8 @@ then the vision tower alone on clips and pages:
 4. stage 3 again, on a mix weighted toward edits and conversations (`EDIT_MIX`), at a lower rate;
 5. watching and reading (`WATCH_MIX`): clips ("draw the last frame") and documents (a page
    showing a caption in any language -> its scene), beside the image tasks, training the vision
-   tower only. The language model stays frozen, as in stage 2, so text reads exactly as before and
+   tower only (`watch_mix="look"`: the same stage weighted to edits, `LOOK_MIX`, for a model that
+   already watches). The language model stays frozen, as in stage 2, so text reads exactly as before and
    an AlignNet distilled on the model's text stays valid;
 6. reading (`READ_MIX`, off unless `read_steps`): stage 5 weighted to pages, with the semantic hub
    on each word's tokens (not in the shipped model yet).
@@ -50,6 +51,7 @@ from x2i.inference.locations import locate
 from x2i.media import Audio
 from x2i.mini.examples import (
     EDIT_MIX,
+    LOOK_MIX,
     READ_MIX,
     TRAINING_MIX,
     WATCH_MIX,
@@ -87,6 +89,8 @@ class MLLMConfig:
     edit_lr: float = option(3e-4, "stage 4's learning rate (its warm-up: half of --warmup)")
     watch_steps: int = option(1200, "stage 5: clips and documents, the vision tower only (0: none)")
     watch_lr: float = option(1e-3, "stage 5's learning rate")
+    watch_mix: str = option("watch", "stage 5's mix: watch (clips and pages beside the image tasks) or look (weighted to "
+                            "edits, for a model that already watches: --start-from)", choices=("watch", "look"))
     read_steps: int = option(0, "stage 6: reading pages, the vision tower only, the semantic hub on each word's tokens "
                              "(0: none; not in the shipped model yet, BENCHMARKS.md)")
     read_batch: int = option(16, "stage 6's requests per step")
@@ -184,10 +188,10 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         train_language_and_tasks(model, tokenizer, encoder, config, progress)
     if config.watch_steps:
         # Stage 5: the vision tower learns clips and pages beside the images it already reads.
-        rng = random.Random(config.seed + 5005)
+        rng, mix = random.Random(config.seed + 5005), {"watch": WATCH_MIX, "look": LOOK_MIX}[config.watch_mix]
         vision = train_only(model, model.model.visual.parameters())
-        train_loop("mini MLLM 5/5 watching and reading", config.watch_steps, vision,
-                   lambda _: batch_loss(model, encoder, [sample_with_scene(rng, mix=WATCH_MIX) for _ in range(config.batch)]),
+        train_loop(f"mini MLLM 5/5 {'watching and reading' if mix is WATCH_MIX else 'looking again'}", config.watch_steps, vision,
+                   lambda _: batch_loss(model, encoder, [sample_with_scene(rng, mix=mix) for _ in range(config.batch)]),
                    lr=config.watch_lr, warmup=config.warmup // 2, clip=vision, progress=progress)
     if config.read_steps:
         # Stage 6: reading. Trained through the frozen LM on a page's scene alone, the tower does not
