@@ -62,7 +62,7 @@ def condition(alignnet, states: EncoderOutput) -> FluxConditioning:
     config = model.config
     if config.stream == "all":
         return FluxConditioning(output.prompt_embeds, output.pooled_prompt_embeds)
-    stream, mask = request_stream(output.prompt_embeds, streamed_tokens(config, states))
+    stream, mask = request_stream(output.prompt_embeds, streamed_tokens(states, config.closing_tokens))
     if config.registers:
         registers = model.register_tokens.to(stream.dtype)
         stream = torch.cat([registers.expand(len(stream), -1, -1), stream], dim=1)
@@ -70,21 +70,21 @@ def condition(alignnet, states: EncoderOutput) -> FluxConditioning:
     return FluxConditioning(stream, output.pooled_prompt_embeds, mask)
 
 
-def streamed_tokens(config, states: EncoderOutput) -> torch.Tensor:
+def streamed_tokens(states: EncoderOutput, closing_tokens: int) -> torch.Tensor:
     """[B, S] bool: the MLLM tokens an AlignNet whose stream is "request" gives FLUX: the request's
     own, and the prompt's last `closing_tokens`."""
     if states.request_mask is None:
         raise ValueError("this AlignNet's stream is 'request': encode with request_tokens=True")
     keep = states.request_mask.clone()
-    if config.closing_tokens:
-        keep[:, -config.closing_tokens :] |= states.attention_mask[:, -config.closing_tokens :].bool()
+    if closing_tokens:
+        keep[:, -closing_tokens:] |= states.attention_mask[:, -closing_tokens:].bool()
     return keep
 
 
-def stream_places(config, states: EncoderOutput) -> torch.Tensor:
-    """[B, S]: each MLLM token's place in FLUX's text stream (-1: not in it), registers first."""
-    positions = stream_positions(streamed_tokens(config, states))
-    return torch.where(positions >= 0, positions + config.registers, -1)
+def stream_places(states: EncoderOutput, closing_tokens: int, registers: int) -> torch.Tensor:
+    """[B, S]: each MLLM token's place in FLUX's text stream (-1: not in it), `registers` first."""
+    positions = stream_positions(streamed_tokens(states, closing_tokens))
+    return torch.where(positions >= 0, positions + registers, -1)
 
 
 def stream_positions(request_mask: torch.Tensor) -> torch.Tensor:

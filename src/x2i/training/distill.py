@@ -234,7 +234,7 @@ def make_inputs(models: Models, config: DistillConfig, texts: list[str], seeds: 
         pairs = word_pairs(flux.tokenizer_2, models.encoder, texts, t5_length, states.hidden_states.shape[2])
         pairs[dropped.to(pairs.device)] = -1  # a hidden caption has no words left to pair
         if config.stream == "request":  # FLUX reads the request's tokens only: their places in its stream
-            places = stream_places(config, states).to(pairs.device)
+            places = stream_places(states, config.closing_tokens, config.registers).to(pairs.device)
             pairs = torch.where(pairs >= 0, places.gather(1, pairs.clamp(min=0)), -1)
     return FluxInputs(latents, image_ids, sigma, guidance), teacher, states, pairs
 
