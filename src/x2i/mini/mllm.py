@@ -78,6 +78,9 @@ from x2i.mini.world import (
 from x2i.options import option
 from x2i.training.loop import train_loop
 
+# Stage 5's mixes, by `watch_mix`: what the stage is called, and what it draws.
+STAGE5_MIXES = {"watch": ("watching and reading", WATCH_MIX), "look": ("looking again", LOOK_MIX)}
+
 
 @dataclass
 class MLLMConfig:
@@ -90,7 +93,7 @@ class MLLMConfig:
     watch_steps: int = option(1200, "stage 5: clips and documents, the vision tower only (0: none)")
     watch_lr: float = option(1e-3, "stage 5's learning rate")
     watch_mix: str = option("watch", "stage 5's mix: watch (clips and pages beside the image tasks) or look (weighted to "
-                            "edits, for a model that already watches: --start-from)", choices=("watch", "look"))
+                            "edits, for a model that already watches: --start-from)", choices=tuple(STAGE5_MIXES))
     read_steps: int = option(0, "stage 6: reading pages, the vision tower only, the semantic hub on each word's tokens "
                              "(0: none; not in the shipped model yet, BENCHMARKS.md)")
     read_batch: int = option(16, "stage 6's requests per step")
@@ -188,9 +191,9 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         train_language_and_tasks(model, tokenizer, encoder, config, progress)
     if config.watch_steps:
         # Stage 5: the vision tower learns clips and pages beside the images it already reads.
-        rng, mix = random.Random(config.seed + 5005), {"watch": WATCH_MIX, "look": LOOK_MIX}[config.watch_mix]
+        rng, (name, mix) = random.Random(config.seed + 5005), STAGE5_MIXES[config.watch_mix]
         vision = train_only(model, model.model.visual.parameters())
-        train_loop(f"mini MLLM 5/5 {'watching and reading' if mix is WATCH_MIX else 'looking again'}", config.watch_steps, vision,
+        train_loop(f"mini MLLM 5/5 {name}", config.watch_steps, vision,
                    lambda _: batch_loss(model, encoder, [sample_with_scene(rng, mix=mix) for _ in range(config.batch)]),
                    lr=config.watch_lr, warmup=config.warmup // 2, clip=vision, progress=progress)
     if config.read_steps:
