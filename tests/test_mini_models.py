@@ -163,6 +163,44 @@ def test_watching_and_reading_train_the_vision_tower_only(tmp_path, stage):
     torch.testing.assert_close(watched.encode([request]).hidden_states, shipped.encode([request]).hidden_states, rtol=0, atol=0)
 
 
+def test_stage_4_draws_the_edits_and_questions_stage_3_leaves_wrong():
+    """`hard edit`: two objects, one removed, moved or resized, the other kept as it was; `two-object
+    question`: a question about one of two objects."""
+    from x2i.mini.examples import sample_with_scene
+
+    rng, kinds = random.Random(5), set()
+    for _ in range(60):
+        example = sample_with_scene(rng, "hard edit")
+        before = [obj for obj, _ in example.shown]
+        after = example.scene["objects"]
+        assert len(before) == 2 and example.request.text and len(example.request.media) == 1
+        if len(after) == 1:
+            kinds.add("remove")
+            assert after[0] in before
+        else:
+            (a, b), = [(a, b) for a, b in zip(before, after) if a != b]  # the other object is as it was
+            (attribute,) = [k for k in a if a[k] != b[k]]
+            kinds.add({"position": "move", "size": "resize"}[attribute])
+    assert kinds == {"remove", "move", "resize"}
+    questions = [sample_with_scene(rng, "two-object question") for _ in range(10)]
+    assert all(len(q.scene["objects"]) == 2 and q.request.text.endswith("?") for q in questions)
+
+
+def test_deepening_keeps_what_the_model_computes(tmp_path):
+    """`--add-layers`: copies of language-model layers that start as the identity — more depth for
+    stage 4, the same hidden states (one more per copy, equal to the layer's before it) and answers."""
+    shipped = load_encoder(locate("mini", "mllm"))
+    deeper = load_encoder(train_mllm(MLLMConfig(start_from="mini", add_layers=(1, 3), watch_steps=0), tmp_path / "deeper", progress=False))
+    request = Request("un petit carré vert en haut")
+    before, after = shipped.encode([request]).hidden_states, deeper.encode([request]).hidden_states
+    assert after.shape[1] == before.shape[1] + 2
+    torch.testing.assert_close(after[:, [0, 1, 2, 4, 5, 7, 8]], before, rtol=0, atol=1e-5)
+    torch.testing.assert_close(after[:, 3], after[:, 2], rtol=0, atol=0)
+    assert deeper.answer([request], 48) == shipped.answer([request], 48)
+    assert main(["mini", "train-mllm", "--add-layers", "1", "--out", str(tmp_path / "new")]) == 2  # a new model takes --num-layers
+    assert main(["mini", "train-mllm", "--start-from", "mini", "--add-layers", "6", "--out", str(tmp_path / "new")]) == 2
+
+
 def test_shipped_mini_mllm_understands_the_world():
     """Exact-match answers on fresh requests of every task and language (BENCHMARKS.md: 200 each)."""
     accuracy = answer_accuracy(load_encoder(locate("mini", "mllm")), n=20, seed=4711)

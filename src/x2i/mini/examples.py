@@ -40,6 +40,7 @@ from x2i.mini.media import (
     typeset,
 )
 from x2i.mini.world import (
+    EDIT_OPS,
     LANGUAGES,
     POSITIONS,
     combine,
@@ -51,8 +52,13 @@ from x2i.mini.world import (
 
 # The instruction-tuning mix: the world's tasks, and questions about an image (an MLLM-only task).
 TRAINING_MIX = {"text2image": 3, "image2image": 2, "imagetext2image": 4, "multiimage2image": 1, "conversation": 1, "question": 1}
-# The last stage's: weighted toward what is still wrong after the first, reasoning over an image and an instruction.
-EDIT_MIX = {"text2image": 2, "image2image": 1, "imagetext2image": 6, "multiimage2image": 1, "conversation": 2, "question": 1}
+# Stage 4's: weighted toward what is still wrong after stage 3, reasoning over an image and an
+# instruction — most of all (benchmarks/edit_errors.py) edits of two objects that keep one of them as
+# it was (`hard edit`: remove, move, resize; an answer names the kept object's size first) and
+# questions about one of two objects (`two-object question`) — with clips beside them.
+HARD_EDIT_OPS = ("remove", "move", "resize")
+EDIT_MIX = {"text2image": 2, "image2image": 1, "imagetext2image": 2, "hard edit": 4, "multiimage2image": 1, "conversation": 2,
+            "question": 1, "two-object question": 2, "video2image": 1}
 # Watching and reading (the vision tower only): clips and documents, with the image tasks beside them.
 WATCH_MIX = {"video2image": 3, "document2image": 4, "image2image": 1, "imagetext2image": 2, "multiimage2image": 1, "conversation": 1}
 # Looking again (the vision tower only, for a model that already watches): weighted to edits, whose
@@ -104,18 +110,19 @@ def sample_example(rng: random.Random, task: str | None = None) -> tuple[Request
 
 def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | None = None, mix: dict = TRAINING_MIX) -> Example:
     """A request (of `task`, or one drawn by `mix`'s weights), its answer, the scene it is about
-    (the result, for edits and pairs), and where the request shows each object."""
+    (the result, for edits and pairs), and where the request shows each object. Besides the world's
+    tasks: `question` (about an image), and stage 4's `hard edit` and `two-object question` (EDIT_MIX)."""
     task = task or rng.choices(list(mix), weights=list(mix.values()))[0]
     lang = lang or rng.choice(LANGUAGES)
-    scene = random_scene(rng)
+    scene = random_scene(rng, 2 if task in ("hard edit", "two-object question") else None)
     in_image = [(obj, ("image", 0)) for obj in scene["objects"]]
     if task == "text2image":
         text, spans = caption_with_spans(scene, lang, rng)
         return Example(Request(text), describe(scene), scene, [(obj, ("text", span)) for obj, span in zip(scene["objects"], spans)])
     if task == "image2image":
         return Example(Request("", [render(scene, rng)]), describe(scene), scene, in_image)
-    if task == "imagetext2image":
-        text, result = edit(scene, random_edit(scene, rng), lang, rng)
+    if task in ("imagetext2image", "hard edit"):
+        text, result = edit(scene, random_edit(scene, rng, HARD_EDIT_OPS if task == "hard edit" else EDIT_OPS), lang, rng)
         return Example(Request(text, [render(scene, rng)]), describe(result), result, in_image)
     if task == "conversation":  # turn 1 drew the caption; turn 2 edits that picture
         history = [(Request(caption(scene, lang, rng)), describe(scene))]

@@ -11,7 +11,9 @@ then the vision tower alone on clips and pages:
    frozen language model;
 3. instruction tuning, everything trained, on the world's tasks (`x2i.mini.examples`) put through
    the same `Qwen2_5_VLEncoder.chat` / `format_prompt` that X2I uses;
-4. stage 3 again, on a mix weighted toward edits and conversations (`EDIT_MIX`), at a lower rate;
+4. stage 3 again, on a mix weighted toward edits and conversations (`EDIT_MIX`: most of all, edits
+   of two objects that keep one as it was, and questions about one of two objects), at a lower
+   rate; on a made model (`start_from`) it may first deepen the language model (`deepen`);
 5. watching and reading (`WATCH_MIX`): clips ("draw the last frame") and documents (a page
    showing a caption in any language -> its scene), beside the image tasks, training the vision
    tower only (`watch_mix="look"`: the same stage weighted to edits, `LOOK_MIX`, for a model that
@@ -28,6 +30,7 @@ the LM head) and the scene probe (the prompt's closing tokens hold what the answ
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +91,8 @@ class MLLMConfig:
     text_steps: int = option(1500, "stage 1: language-model steps on text in the five languages")
     caption_steps: int = option(1000, "stage 2: captioning steps with the language model frozen")
     steps: int = option(3500, "stage 3: instruction-tuning steps on the world's tasks")
-    edit_steps: int = option(1500, "stage 4: instruction-tuning steps weighted toward edits and conversations (0: none)")
+    edit_steps: int | None = option(None, "stage 4: instruction-tuning steps weighted toward edits and conversations "
+                                    "(default: 1500, or none on --start-from; 0: none)")
     edit_lr: float = option(3e-4, "stage 4's learning rate (its warm-up: half of --warmup)")
     watch_steps: int = option(1200, "stage 5: clips and documents, the vision tower only (0: none)")
     watch_lr: float = option(1e-3, "stage 5's learning rate")
@@ -98,7 +102,10 @@ class MLLMConfig:
                              "(0: none; not in the shipped model yet, BENCHMARKS.md)")
     read_batch: int = option(16, "stage 6's requests per step")
     read_lr: float = option(1e-3, "stage 6's learning rate")
-    start_from: str = option("", "a mini MLLM made by stages 1-4 (a directory, or mini: the shipped one): run only stages 5 and 6 on it")
+    start_from: str = option("", "a mini MLLM made by stages 1-4 (a directory, or mini: the shipped one): run only the stages "
+                             "after 3 on it (stage 4 when --edit-steps is given)")
+    add_layers: tuple[int, ...] = option((), "with --start-from: deepen its language model before stage 4, a copy of each of "
+                                         "these layers (0-based) inserted after it that starts as the identity", nargs="*")
     batch: int = option(32, "texts or requests per step")
     lr: float = option(1e-3, "learning rate (each stage: warm-up, then cosine decay)")
     warmup: int = option(200, "warm-up steps of each stage")
@@ -165,6 +172,8 @@ def answer_labels(encoder: Qwen2_5_VLEncoder, inputs, answers: list[str]) -> tor
 
 
 def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Path:
+    if config.add_layers and not config.start_from:
+        raise X2IError("--add-layers deepens a model already made: give --start-from (a new model takes --num-layers)")
     torch.manual_seed(config.seed)
     if config.start_from:
         start = locate(config.start_from, "mllm")  # a directory, or mini: the shipped one
@@ -187,8 +196,20 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
     )
     out = save_qwen2_5_vl(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2)  # the processor comes back as X2I loads it
     encoder = Qwen2_5_VLEncoder(model, Qwen2_5_VLEncoder.load_processor(out))
+    word_ids = english_word_ids(tokenizer) if config.hub_weight else None
     if not config.start_from:
-        train_language_and_tasks(model, tokenizer, encoder, config, progress)
+        train_language_and_tasks(model, tokenizer, encoder, config, word_ids, progress)
+    deepen(model, config.add_layers)
+    edit_steps = config.edit_steps if config.edit_steps is not None else (0 if config.start_from else 1500)
+    if edit_steps:
+        # Stage 4: stage 3 again, weighted toward what stage 3 leaves most often wrong (EDIT_MIX), at
+        # a lower learning rate, from seeds of its own and with a new probe.
+        torch.manual_seed(config.seed + 4)
+        probe = torch.nn.Linear(model.config.text_config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
+        step = instruction_step(model, encoder, config, word_ids, random.Random(config.seed + 4004), EDIT_MIX, probe)
+        params = train_only(model, model.parameters())
+        train_loop("mini MLLM 4/5 edits", edit_steps, [*params, *probe.parameters()], step,
+                   lr=config.edit_lr, warmup=config.warmup // 2, clip=params, progress=progress)
     if config.watch_steps:
         # Stage 5: the vision tower learns clips and pages beside the images it already reads.
         rng, (name, mix) = random.Random(config.seed + 5005), STAGE5_MIXES[config.watch_mix]
@@ -220,9 +241,8 @@ def train_only(model, params) -> list[torch.nn.Parameter]:
     return params
 
 
-def train_language_and_tasks(model, tokenizer, encoder: Qwen2_5_VLEncoder, config: MLLMConfig, progress: bool) -> None:
-    """Stages 1 to 4."""
-    word_ids = english_word_ids(tokenizer) if config.hub_weight else None
+def train_language_and_tasks(model, tokenizer, encoder: Qwen2_5_VLEncoder, config: MLLMConfig, word_ids, progress: bool) -> None:
+    """Stages 1 to 3."""
     probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
     rng = random.Random(config.seed + 1)
     model.train()
@@ -235,34 +255,49 @@ def train_language_and_tasks(model, tokenizer, encoder: Qwen2_5_VLEncoder, confi
     def caption_step(_):
         return batch_loss(model, encoder, [caption_example(rng) for _ in range(config.batch)], config, word_ids)
 
-    def instruction_steps(rng: random.Random, mix: dict, probe: torch.nn.Linear):
-        """Stages 3 and 4: requests drawn by `mix`, and the scene probe `probe` beside the answers."""
-
-        def step(_):
-            examples = [sample_with_scene(rng, mix=mix) for _ in range(config.batch)]
-            return batch_loss(model, encoder, examples, config, word_ids, probe if config.probe_weight else None)
-
-        return step
-
     language, vision = list(model.model.language_model.parameters()) + list(model.lm_head.parameters()), list(model.model.visual.parameters())
     stages = [
         ("mini MLLM 1/5 language", config.text_steps, language, language_step),
         ("mini MLLM 2/5 captions", config.caption_steps, vision, caption_step),  # the language model frozen
-        ("mini MLLM 3/5 instructions", config.steps, [*model.parameters(), *probe.parameters()], instruction_steps(rng, TRAINING_MIX, probe)),
+        ("mini MLLM 3/5 instructions", config.steps, [*model.parameters(), *probe.parameters()],
+         instruction_step(model, encoder, config, word_ids, rng, TRAINING_MIX, probe)),
     ]
     for desc, steps, params, step in stages:
         train_only(model, params)
         trained = [p for p in model.parameters() if p.requires_grad]
         train_loop(desc, steps, params, step, lr=config.lr, warmup=min(config.warmup, steps // 10), clip=trained, progress=progress)
-    if config.edit_steps:
-        # Stage 4: stage 3 again, weighted toward edits and conversations (what stage 3 left most
-        # often wrong), at a lower learning rate, from seeds of its own and with a new probe.
-        torch.manual_seed(config.seed + 4)
-        edit_probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
-        step = instruction_steps(random.Random(config.seed + 4004), EDIT_MIX, edit_probe)
-        model.requires_grad_(True)
-        train_loop("mini MLLM 4/5 edits", config.edit_steps, [*model.parameters(), *edit_probe.parameters()], step,
-                   lr=config.edit_lr, warmup=config.warmup // 2, clip=list(model.parameters()), progress=progress)
+
+
+def instruction_step(model, encoder, config: MLLMConfig, word_ids, rng: random.Random, mix: dict, probe: torch.nn.Linear):
+    """Stages 3 and 4: a step on requests drawn by `mix`, the scene probe `probe` beside the answers."""
+
+    def step(_):
+        examples = [sample_with_scene(rng, mix=mix) for _ in range(config.batch)]
+        return batch_loss(model, encoder, examples, config, word_ids, probe if config.probe_weight else None)
+
+    return step
+
+
+def deepen(model, after: tuple[int, ...]) -> None:
+    """Depth up-scaling (as SOLAR 10.7B was made): a copy of each language-model layer in `after`
+    inserted after it, its attention output and MLP down-projection zeroed, so that the model
+    computes exactly what it did and training can use the new depth. The mini MLLM's edits need the
+    kept object's size before the answer's first word (benchmarks/edit_errors.py)."""
+    layers, depth = [], len(model.model.language_model.layers)
+    if any(not 0 <= i < depth for i in after):
+        raise X2IError(f"--add-layers {' '.join(map(str, after))}: the language model's layers are 0 to {depth - 1}")
+    for i, layer in enumerate(model.model.language_model.layers):
+        layers.append(layer)
+        if i in after:
+            extra = copy.deepcopy(layer)
+            torch.nn.init.zeros_(extra.self_attn.o_proj.weight)
+            torch.nn.init.zeros_(extra.mlp.down_proj.weight)
+            layers.append(extra)
+    for i, layer in enumerate(layers):
+        layer.self_attn.layer_idx = i  # the KV cache is indexed by it
+    model.model.language_model.layers = torch.nn.ModuleList(layers)
+    model.config.text_config.num_hidden_layers = len(layers)
+    model.config.text_config.layer_types = ["full_attention"] * len(layers)
 
 
 def batch_loss(model, encoder, examples: list[Example], config: MLLMConfig | None = None, word_ids=None, probe=None,

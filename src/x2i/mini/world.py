@@ -156,10 +156,10 @@ def apply_edit(scene: dict, op: dict) -> dict:
     return result
 
 
-def random_edit(scene: dict, rng: random.Random) -> dict:
-    """A valid edit op for `scene`."""
+def random_edit(scene: dict, rng: random.Random, ops: tuple[str, ...] = EDIT_OPS) -> dict:
+    """A valid edit op for `scene`, of one of `ops`."""
     while True:
-        kind = rng.choice(EDIT_OPS)
+        kind = rng.choice(ops)
         index = rng.randrange(len(scene["objects"]))
         if kind == "add":
             free = [p for p in POSITIONS if all(o["position"] != p for o in scene["objects"])]
