@@ -1,71 +1,27 @@
-"""Why the mini MLLM's edit answers stop near 0.9: where they fail, and two trials at fixing it.
+"""Where the mini MLLM's edit answers fail.
 
-    python benchmarks/edit_errors.py measure [--mllm mini] [--n 100] [--seed S]
+    python benchmarks/edit_errors.py [--mllm mini] [--n 100] [--seed S]
         exact-match answers to `n` edits per language by edit op and by the objects the scene
         holds, the words most often wrong, and four look-ups by name on two-object scenes (the
         size of "the red circle" where the two sizes differ; where it is; the color and the shape
         of what is at a place): what an edit that leaves an object as it was must do before its
         first word (an answer names the size first).
 
-    python benchmarks/edit_errors.py tune --mllm mini --out DIR [--add-layers 1,3] [--steps 800]
-        a trial, not the recipe: instruction tuning again from a made MLLM (every weight, a new
-        scene probe, stage 4's objectives), on stage 4's mix plus clips and two-object questions,
-        with `--hard` of its edits drawn from two-object scenes and the ops they fail on most
-        (remove, move, resize). `--add-layers` first deepens the language model (depth up-scaling,
-        as SOLAR 10.7B was made): a copy of each named layer goes in after it, its attention output
-        and MLP down-projection zeroed so the model computes exactly what it did before.
+The recipe's answer to it: stage 4's `hard edit` and `two-object question`, and a deeper language
+model (`x2i mini train-mllm --start-from DIR --add-layers 1 3 --edit-steps N`; BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import random
-import shutil
 from collections import Counter
 
-import torch
-from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
-
-from x2i.inference.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
 from x2i.inference.loaders import load_encoder
-from x2i.inference.locations import locate
 from x2i.inference.request import Request
-from x2i.mini.examples import EDIT_MIX, Example, question, sample_with_scene
 from x2i.mini.language import WORDS, describe, edit
-from x2i.mini.mllm import (
-    OBJECT_CLASSES,
-    MLLMConfig,
-    batch_loss,
-    greedy_answers,
-    train_only,
-)
-from x2i.mini.readout import english_word_ids
-from x2i.mini.world import LANGUAGES, POSITIONS, random_edit, random_scene, render
-from x2i.training.loop import train_loop
-
-HARD_OPS = ("remove", "move", "resize")
-
-
-def two_objects(rng: random.Random) -> dict:
-    while len((scene := random_scene(rng))["objects"]) != 2:
-        pass
-    return scene
-
-
-def hard_edit(rng: random.Random) -> Example:
-    """An edit of a two-object scene by one of HARD_OPS, in any language."""
-    scene = two_objects(rng)
-    while (op := random_edit(scene, rng))["op"] not in HARD_OPS:
-        pass
-    text, result = edit(scene, op, rng.choice(LANGUAGES), rng)
-    return Example(Request(text, [render(scene, rng)]), describe(result), result, [(o, ("image", 0)) for o in scene["objects"]])
-
-
-def two_object_question(rng: random.Random) -> Example:
-    scene = two_objects(rng)
-    text, answer = question(scene, rng)
-    return Example(Request(text, [render(scene, rng)]), answer, scene, [(o, ("image", 0)) for o in scene["objects"]])
+from x2i.mini.mllm import greedy_answers
+from x2i.mini.world import LANGUAGES, random_edit, random_scene, render
 
 
 def measure(args) -> None:
@@ -94,7 +50,7 @@ def measure(args) -> None:
 
     lookups = {"size of a named object (sizes differ)": [], "place of a named object": [], "color at a place": [], "shape at a place": []}
     while min(len(v) for v in lookups.values()) < 2 * args.n:
-        scene = two_objects(rng)
+        scene = random_scene(rng, 2)
         obj, image = rng.choice(scene["objects"]), render(scene, rng)
         place = WORDS["en"]["position"][obj["position"]][0]
         if scene["objects"][0]["size"] != scene["objects"][1]["size"]:
@@ -108,71 +64,12 @@ def measure(args) -> None:
         print(f"  {name}: {sum(a == b for a, (_, b) in zip(got, asked)) / len(got):.3f}")
 
 
-def deepen(model, after: list[int]) -> None:
-    """A zero-output copy of each layer in `after` inserted after it: the same function, more depth."""
-    layers = []
-    for i, layer in enumerate(model.model.language_model.layers):
-        layers.append(layer)
-        if i in after:
-            extra = copy.deepcopy(layer)
-            torch.nn.init.zeros_(extra.self_attn.o_proj.weight)
-            torch.nn.init.zeros_(extra.mlp.down_proj.weight)
-            layers.append(extra)
-    for i, layer in enumerate(layers):
-        layer.self_attn.layer_idx = i  # the KV cache is indexed by it
-    model.model.language_model.layers = torch.nn.ModuleList(layers)
-    model.config.text_config.num_hidden_layers = len(layers)
-    model.config.text_config.layer_types = ["full_attention"] * len(layers)
-
-
-def tune(args) -> None:
-    start = locate(args.mllm, "mllm")
-    shutil.copytree(start, args.out, dirs_exist_ok=True)  # tokenizer and processors as they were
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(start)
-    if args.add_layers:
-        deepen(model, [int(i) for i in args.add_layers.split(",")])
-    encoder = Qwen2_5_VLEncoder(model, Qwen2_5_VLEncoder.load_processor(start))
-    config, word_ids = MLLMConfig(), english_word_ids(AutoTokenizer.from_pretrained(start))
-    torch.manual_seed(args.seed)
-    probe = torch.nn.Linear(model.config.text_config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
-    rng = random.Random(args.seed + 4004)
-    mix = {**EDIT_MIX, "video2image": 1, "two-object question": args.questions}
-
-    def example() -> Example:
-        task = rng.choices(list(mix), weights=list(mix.values()))[0]
-        if task == "two-object question":
-            return two_object_question(rng)
-        if task == "imagetext2image" and rng.random() < args.hard:
-            return hard_edit(rng)
-        return sample_with_scene(rng, task)
-
-    params = train_only(model, model.parameters())
-    train_loop("edit tuning", args.steps, [*params, *probe.parameters()],
-               lambda _: batch_loss(model, encoder, [example() for _ in range(config.batch)], config, word_ids, probe),
-               lr=args.lr, warmup=50, clip=params)
-    model.eval()
-    model.save_pretrained(args.out)
-    print(f"wrote {args.out} ({len(model.model.language_model.layers)} language-model layers)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    m = commands.add_parser("measure")
-    m.add_argument("--mllm", default="mini")
-    m.add_argument("--n", type=int, default=100)
-    m.add_argument("--seed", type=int, default=5)
-    t = commands.add_parser("tune")
-    t.add_argument("--mllm", default="mini")
-    t.add_argument("--out", required=True)
-    t.add_argument("--add-layers", default="", help="comma-separated language-model layers to copy (0-based), e.g. 1,3")
-    t.add_argument("--steps", type=int, default=800)
-    t.add_argument("--lr", type=float, default=3e-4)
-    t.add_argument("--hard", type=float, default=0.6, help="share of the edits drawn from HARD_OPS on two objects")
-    t.add_argument("--questions", type=float, default=2.0, help="weight of two-object questions in the mix (stage 4's weights: 13 in all)")
-    t.add_argument("--seed", type=int, default=4)
-    args = parser.parse_args()
-    measure(args) if args.command == "measure" else tune(args)
+    parser.add_argument("--mllm", default="mini", help="an MLLM directory, or mini: the shipped one")
+    parser.add_argument("--n", type=int, default=100, help="edits per language; 2n look-ups of each kind")
+    parser.add_argument("--seed", type=int, default=5, help="a fresh one for every reported number")
+    measure(parser.parse_args())
 
 
 if __name__ == "__main__":
