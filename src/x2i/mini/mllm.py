@@ -283,6 +283,8 @@ def deepen(model, after: tuple[int, ...]) -> None:
     inserted after it, its attention output and MLP down-projection zeroed, so that the model
     computes exactly what it did and training can use the new depth. The mini MLLM's edits need the
     kept object's size before the answer's first word (benchmarks/edit_errors.py)."""
+    if not after:
+        return
     layers, depth = [], len(model.model.language_model.layers)
     if any(not 0 <= i < depth for i in after):
         raise X2IError(f"--add-layers {' '.join(map(str, after))}: the language model's layers are 0 to {depth - 1}")
