@@ -19,7 +19,8 @@ from collections import Counter
 
 from x2i.inference.loaders import load_encoder
 from x2i.inference.request import Request
-from x2i.mini.language import WORDS, describe, edit
+from x2i.mini.examples import question
+from x2i.mini.language import describe, edit
 from x2i.mini.mllm import greedy_answers
 from x2i.mini.world import LANGUAGES, random_edit, random_scene, render
 
@@ -48,17 +49,16 @@ def measure(args) -> None:
         print(f"| {op} | {objects} | {1 - wrong[op, objects] / total[op, objects]:.3f} | {total[op, objects]} |")
     print("words most often wrong:", ", ".join(f"{w} ({k})" for w, k in words.most_common(8)))
 
-    lookups = {"size of a named object (sizes differ)": [], "place of a named object": [], "color at a place": [], "shape at a place": []}
+    # Question kinds (examples.question): the size and the place of a named object, the color and the shape at a place.
+    lookups = {"size": [], "where": [], "color": [], "shape": []}
     while min(len(v) for v in lookups.values()) < 2 * args.n:
         scene = random_scene(rng, 2)
-        obj, image = rng.choice(scene["objects"]), render(scene, rng)
-        place = WORDS["en"]["position"][obj["position"]][0]
-        if scene["objects"][0]["size"] != scene["objects"][1]["size"]:
-            lookups["size of a named object (sizes differ)"].append((Request(f"is the {obj['color']} {obj['shape']} small or large?", [image]), obj["size"]))
-        lookups["place of a named object"].append((Request(f"where is the {obj['color']} {obj['shape']}?", [image]), place))
-        lookups["color at a place"].append((Request(f"what color is the {obj['shape']} {place}?", [image]), obj["color"]))
-        lookups["shape at a place"].append((Request(f"what shape is {place}?", [image]), obj["shape"]))
-    print(f"\nlook-ups on two-object scenes, {2 * args.n} each (the stage 3 question forms; chance about 0.5)")
+        image = render(scene, rng)
+        for kind, asked in lookups.items():
+            if kind != "size" or scene["objects"][0]["size"] != scene["objects"][1]["size"]:  # a size look-up only where the sizes differ
+                text, answer = question(scene, rng, kind)
+                asked.append((Request(text, [image]), answer))
+    print(f"\nlook-ups on two-object scenes by question kind, {2 * args.n} each (chance about 0.5)")
     for name, asked in lookups.items():
         got = greedy_answers(encoder, [request for request, _ in asked[: 2 * args.n]])
         print(f"  {name}: {sum(a == b for a, (_, b) in zip(got, asked)) / len(got):.3f}")

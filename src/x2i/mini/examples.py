@@ -85,12 +85,15 @@ class Example(NamedTuple):
     shown: list[tuple[dict, tuple]]
 
 
-def question(scene: dict, rng: random.Random) -> tuple[str, str]:
-    """An English question about the scene and its short answer."""
+QUESTION_KINDS = ("count", "color", "shape", "where", "size")
+
+
+def question(scene: dict, rng: random.Random, kind: str | None = None) -> tuple[str, str]:
+    """An English question about the scene (of `kind`, or one drawn from QUESTION_KINDS) and its short answer."""
     objects = scene["objects"]
     obj = rng.choice(objects)
     name = f"{obj['color']} {obj['shape']}"
-    kind = rng.choice(("count", "color", "shape", "where", "size"))
+    kind = kind or rng.choice(QUESTION_KINDS)
     if kind == "count":
         return "how many objects are there?", ("one", "two")[len(objects) - 1]
     if kind == "color":

@@ -81,6 +81,7 @@ from x2i.mini.world import (
 from x2i.options import option
 from x2i.training.loop import train_loop
 
+EDIT_STEPS = 1500  # stage 4's steps in the recipe from scratch (a made model runs it only when asked)
 # Stage 5's mixes, by `watch_mix`: what the stage is called, and what it draws.
 STAGE5_MIXES = {"watch": ("watching and reading", WATCH_MIX), "look": ("looking again", LOOK_MIX)}
 
@@ -92,7 +93,7 @@ class MLLMConfig:
     caption_steps: int = option(1000, "stage 2: captioning steps with the language model frozen")
     steps: int = option(3500, "stage 3: instruction-tuning steps on the world's tasks")
     edit_steps: int | None = option(None, "stage 4: instruction-tuning steps weighted toward edits and conversations "
-                                    "(default: 1500, or none on --start-from; 0: none)")
+                                    f"(default: {EDIT_STEPS}, or none on --start-from; 0: none)")
     edit_lr: float = option(3e-4, "stage 4's learning rate (its warm-up: half of --warmup)")
     watch_steps: int = option(1200, "stage 5: clips and documents, the vision tower only (0: none)")
     watch_lr: float = option(1e-3, "stage 5's learning rate")
@@ -200,7 +201,7 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
     if not config.start_from:
         train_language_and_tasks(model, tokenizer, encoder, config, word_ids, progress)
     deepen(model, config.add_layers)
-    edit_steps = config.edit_steps if config.edit_steps is not None else (0 if config.start_from else 1500)
+    edit_steps = config.edit_steps if config.edit_steps is not None else (0 if config.start_from else EDIT_STEPS)
     if edit_steps:
         # Stage 4: stage 3 again, weighted toward what stage 3 leaves most often wrong (EDIT_MIX), at
         # a lower learning rate, from seeds of its own and with a new probe.
