@@ -201,6 +201,7 @@ def test_deepening_keeps_what_the_model_computes(tmp_path):
     assert deeper.answer([request], 48) == shipped.answer([request], 48)
     assert main(["mini", "train-mllm", "--add-layers", "1", "--out", str(tmp_path / "new")]) == 2  # a new model takes --num-layers
     assert main(["mini", "train-mllm", "--start-from", "mini", "--add-layers", "99", "--out", str(tmp_path / "new")]) == 2
+    assert not (tmp_path / "new").exists()  # refused before anything was written
 
 
 def test_shipped_mini_mllm_understands_the_world():

@@ -180,6 +180,7 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         start = locate(config.start_from, "mllm")  # a directory, or mini: the shipped one
         tokenizer = AutoTokenizer.from_pretrained(start)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(start)
+        deepen(model, config.add_layers)  # before anything is written: a bad layer index leaves --out as it was
     else:
         tokenizer = build_mini_tokenizer(config)
         model = build_qwen2_5_vl(
@@ -200,7 +201,6 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
     word_ids = english_word_ids(tokenizer) if config.hub_weight else None
     if not config.start_from:
         train_language_and_tasks(model, tokenizer, encoder, config, word_ids, progress)
-    deepen(model, config.add_layers)
     edit_steps = config.edit_steps if config.edit_steps is not None else (0 if config.start_from else EDIT_STEPS)
     if edit_steps:
         # Stage 4: stage 3 again, weighted toward what stage 3 leaves most often wrong (EDIT_MIX), at
