@@ -76,6 +76,26 @@ def test_a_pages_word_tokens_are_where_its_ink_is():
     assert inked >= 0.9 * cells_seen
 
 
+def test_a_page_shows_each_word_and_each_whole_object_over_its_words():
+    """Stage 6's hub reads each word on a page as its English word, and each object, whole, over the
+    tokens of all its words (as an image shows an object)."""
+    rng = random.Random(8)
+    for lang in LANGUAGES:
+        for _ in range(4):
+            example = sample_with_scene(rng, "document2image", lang)
+            objects = example.scene["objects"]
+            assert [obj for obj, _ in example.shown if len(obj) > 1] == objects  # each object once, whole
+            words = []  # an object's words come before it
+            for shown, (kind, boxes) in example.shown:
+                assert kind == "page" and boxes
+                if len(shown) == 1:
+                    words.append((shown, boxes))
+                    continue
+                assert len(words) >= 3 and all(word.items() <= shown.items() for word, _ in words)
+                assert boxes == [b for _, inked in words for b in inked]
+                words = []
+
+
 def test_object_tokens_find_caption_words_and_image_tokens():
     encoder = load_encoder(locate("mini", "mllm"))
     tokenizer = encoder.processor.tokenizer

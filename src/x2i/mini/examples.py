@@ -75,9 +75,10 @@ class Example(NamedTuple):
     what the request shows: (object, ("image", k)) for an object in its k-th image, (object,
     ("text", (start, end))) for an object whose words are those characters of its text, (object,
     ("page", boxes)) for one attribute of an object (the object given by that attribute alone) whose
-    word is typeset in those boxes of the request's one image, a page; (attribute, ("sound", (start,
-    end))) likewise for a word said in those seconds of the request's one sound, and (object,
-    ("sound", (start, end))) for the last sound tokens heard as an object's words end."""
+    word is typeset in those boxes of the request's one image, a page, and for a whole object over
+    all of its words' boxes; (attribute, ("sound", (start, end))) likewise for a word said in those
+    seconds of the request's one sound, and (object, ("sound", (start, end))) for the last sound
+    tokens heard as an object's words end."""
 
     request: Request
     answer: str
@@ -152,8 +153,13 @@ def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | N
     if task == "document2image":
         text, spans = caption_with_spans(scene, lang, rng)
         page, boxes = typeset(text, lang, rng)
-        on_page = [({attr: obj[attr]}, ("page", [b for b in boxes[start:end] if b]))  # each word where it is typeset
-                   for obj, span in zip(scene["objects"], spans) for attr, (start, end) in attribute_spans(text, span, obj, lang)]
+        on_page = []
+        for obj, span in zip(scene["objects"], spans):
+            words = [(attr, [b for b in boxes[start:end] if b]) for attr, (start, end) in attribute_spans(text, span, obj, lang)]
+            on_page += [({attr: obj[attr]}, ("page", inked)) for attr, inked in words]  # each word where it is typeset
+            # and the whole object over all of its words, as an image shows it: the frozen language
+            # model binds words spread over several tokens each only as far as their neighbours
+            on_page.append((obj, ("page", [b for _, inked in words for b in inked])))
         return Example(Request("", [page]), describe(scene), scene, on_page)
     q, answer = question(scene, rng)
     return Example(Request(q, [render(scene, rng)]), answer, scene, in_image)
