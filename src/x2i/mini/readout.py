@@ -166,7 +166,8 @@ def readout(encoder, n: int = 100, seed: int = 2025) -> dict[str, dict[str, list
         scores = {"color": [], "shape": []}
         for attr, values in (("color", COLORS), ("shape", SHAPES)):
             # on a page, the tokens of the color's or the shape's own word (not its whole object's words)
-            showing = [(row, positions, obj) for row, positions, obj in located if attr in obj and not (line.startswith("page") and len(obj) > 1)]
+            own_word = line.startswith("page")
+            showing = [(row, positions, obj) for row, positions, obj in located if attr in obj and not (own_word and len(obj) > 1)]
             ids = torch.tensor([word_ids[v] for v in values])
             truth = torch.tensor([values.index(obj[attr]) for _, _, obj in showing])
             for layer, hidden in enumerate(states):
