@@ -212,7 +212,7 @@ def test_shipped_mini_mllm_understands_the_world():
     accuracy = answer_accuracy(load_encoder(locate("mini", "mllm")), n=20, seed=4711)
     assert len(accuracy) == 24 and not any(line.startswith("audio2image") for line in accuracy)  # it does not hear
     pages = {lang: accuracy.pop(f"document2image {lang}") for lang in LANGUAGES}
-    assert pages["zh"] >= MLLM_READS_CHINESE and sum(pages.values()) / len(pages) >= MLLM_READS, pages  # pages begin to be read (BENCHMARKS.md)
+    assert pages["zh"] >= MLLM_READS_CHINESE and sum(pages.values()) / len(pages) >= MLLM_READS, pages  # pages are read (BENCHMARKS.md, 'Pages read on')
     sees = [v for line, v in accuracy.items() if line.split()[0] in ("text2image", "image2image", "multiimage2image", "video2image")]
     assert len(sees) == 8
     assert min(sees) >= MLLM_SEES and min(accuracy.values()) >= MLLM_ANSWERS, accuracy

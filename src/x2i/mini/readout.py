@@ -162,12 +162,12 @@ def readout(encoder, n: int = 100, seed: int = 2025) -> dict[str, dict[str, list
         inputs = encoder.prepare([e.request for e in examples])
         states = encoder.model.model(**inputs, position_ids=encoder.position_ids(inputs), output_hidden_states=True, use_cache=False).hidden_states
         located = object_tokens(encoder, inputs, examples, answered=False)
+        if line.startswith("page"):  # on a page, each word's own tokens (not its whole object's words)
+            located = [(row, positions, obj) for row, positions, obj in located if len(obj) == 1]
         total = len(states) - 1
         scores = {"color": [], "shape": []}
         for attr, values in (("color", COLORS), ("shape", SHAPES)):
-            # on a page, the tokens of the color's or the shape's own word (not its whole object's words)
-            own_word = line.startswith("page")
-            showing = [(row, positions, obj) for row, positions, obj in located if attr in obj and not (own_word and len(obj) > 1)]
+            showing = [(row, positions, obj) for row, positions, obj in located if attr in obj]
             ids = torch.tensor([word_ids[v] for v in values])
             truth = torch.tensor([values.index(obj[attr]) for _, _, obj in showing])
             for layer, hidden in enumerate(states):
