@@ -166,6 +166,19 @@ def test_watching_and_reading_train_the_vision_tower_only(tmp_path, stage):
     torch.testing.assert_close(watched.encode([request]).hidden_states, shipped.encode([request]).hidden_states, rtol=0, atol=0)
 
 
+def test_reading_with_the_language_model_trains_both(tmp_path):
+    """`--read-language-lr`: stage 6 moves the language model beside the tower, so text reads
+    differently (and the AlignNet, LightControl and LoRA must be made again for the model)."""
+    shipped = load_encoder(locate("mini", "mllm"))
+    config = MLLMConfig(start_from="mini", watch_steps=0, read_steps=2, read_batch=4, read_language_lr=1e-3, warmup=0)
+    read = load_encoder(train_mllm(config, tmp_path / "read", progress=False))
+    before, after = shipped.model.state_dict(), read.model.state_dict()
+    changed = {name.removeprefix("model.").split(".")[0] for name in before if not torch.equal(before[name], after[name])}
+    assert {"visual", "language_model"} <= changed <= {"visual", "language_model", "lm_head"}
+    request = Request("un petit carré vert en haut")
+    assert not torch.equal(read.encode([request]).hidden_states, shipped.encode([request]).hidden_states)
+
+
 def test_stage_4_draws_the_edits_and_questions_stage_3_leaves_wrong():
     """`hard edit`: two objects, one removed, moved or resized, the other kept as it was; `two-object
     question`: a question about one of two objects."""

@@ -66,6 +66,9 @@ WATCH_MIX = {"video2image": 3, "document2image": 4, "image2image": 1, "imagetext
 LOOK_MIX = {"imagetext2image": 6, "image2image": 1, "multiimage2image": 1, "video2image": 1, "conversation": 2, "document2image": 1}
 # Reading (the vision tower only, the semantic hub on each page word's tokens): pages, with clips and images beside them.
 READ_MIX = {"document2image": 6, "video2image": 1, "image2image": 1, "imagetext2image": 1, "multiimage2image": 1}
+# Reading with the language model trained too: pages beside every task the language model must keep.
+READ_LANGUAGE_MIX = {"document2image": 6, "video2image": 1, "image2image": 1, "imagetext2image": 2, "hard edit": 2,
+                     "multiimage2image": 1, "text2image": 2, "conversation": 1, "question": 1, "two-object question": 1}
 # The sound tokens heard as an object's words end (25 a second: 3) stand for a caption's last token for it.
 OBJECT_END_SECONDS = 0.12
 

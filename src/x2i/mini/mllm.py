@@ -20,7 +20,8 @@ then the vision tower alone on clips and pages:
    already watches). The language model stays frozen, as in stage 2, so text reads exactly as before and
    an AlignNet distilled on the model's text stays valid;
 6. reading (`READ_MIX`, off unless `read_steps`): stage 5 weighted to pages, with the semantic hub
-   on each word's tokens (not in the shipped model yet).
+   on each word's tokens; with `read_language_lr` the language model learns too, on pages beside
+   every other task (`READ_LANGUAGE_MIX`).
 
 Two training-only objectives stand in for properties measured in large MLLMs that a 4-layer model
 does not get by itself (docs/mini-world.md): the semantic hub (`x2i.mini.readout.hub_loss`: an
@@ -55,6 +56,7 @@ from x2i.media import Audio
 from x2i.mini.examples import (
     EDIT_MIX,
     LOOK_MIX,
+    READ_LANGUAGE_MIX,
     READ_MIX,
     TRAINING_MIX,
     WATCH_MIX,
@@ -99,10 +101,13 @@ class MLLMConfig:
     watch_lr: float = option(1e-3, "stage 5's learning rate")
     watch_mix: str = option("watch", "stage 5's mix: watch (clips and pages beside the image tasks) or look (weighted to "
                             "edits, for a model that already watches: --start-from)", choices=tuple(STAGE5_MIXES))
-    read_steps: int = option(0, "stage 6: reading pages, the vision tower only, the semantic hub on each word's tokens "
-                             "(0: none; not in the shipped model yet, BENCHMARKS.md)")
+    read_steps: int = option(0, "stage 6: reading pages, the semantic hub on each word's tokens; the vision tower only "
+                             "unless --read-language-lr (0: none)")
     read_batch: int = option(16, "stage 6's requests per step")
     read_lr: float = option(1e-3, "stage 6's learning rate")
+    read_language_lr: float = option(0.0, "stage 6's learning rate for the language model (0: frozen, text reads as before; "
+                                     "else it learns too, on pages beside every other task, and its AlignNet, LightControl and "
+                                     "LoRA must be made again)")
     start_from: str = option("", "a mini MLLM made by stages 1-4 (a directory, or mini: the shipped one): run only the stages "
                              "after 3 on it (stage 4 when --edit-steps is given)")
     add_layers: tuple[int, ...] = option((), "with --start-from: deepen its language model before stage 4, a copy of each of "
@@ -222,12 +227,23 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         # Stage 6: reading. Trained through the frozen LM on a page's scene alone, the tower does not
         # learn glyphs; each word's tokens read out as its English word (as an image's object tokens
         # do, stages 2-4) give it a signal per word.
+        # With --read-language-lr the language model learns too (with a new scene probe, as in stage 4).
         rng = random.Random(config.seed + 6006)
         word_ids = english_word_ids(tokenizer)
         vision = train_only(model, model.model.visual.parameters())
-        train_loop("mini MLLM 6 reading", config.read_steps, vision,
-                   lambda _: batch_loss(model, encoder, [sample_with_scene(rng, mix=READ_MIX) for _ in range(config.read_batch)], config, word_ids),
-                   lr=config.read_lr, warmup=config.warmup // 4, clip=vision, progress=progress)
+        groups, mix, probe = [{"params": vision, "lr": config.read_lr}], READ_MIX, None
+        if config.read_language_lr:
+            torch.manual_seed(config.seed + 6)
+            probe = torch.nn.Linear(model.config.text_config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
+            language = [*model.model.language_model.parameters(), *model.lm_head.parameters()]
+            train_only(model, [*vision, *language])
+            groups.append({"params": [*language, *probe.parameters()], "lr": config.read_language_lr})
+            mix = READ_LANGUAGE_MIX
+        trained = [p for p in model.parameters() if p.requires_grad]
+        train_loop("mini MLLM 6 reading", config.read_steps, groups,
+                   lambda _: batch_loss(model, encoder, [sample_with_scene(rng, mix=mix) for _ in range(config.read_batch)], config,
+                                        word_ids, probe if config.probe_weight else None),
+                   lr=config.read_lr, warmup=config.warmup // 4, clip=trained, progress=progress)
     model.eval()
     return save_qwen2_5_vl(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2)
 

@@ -45,7 +45,7 @@ def run_steps(
 def train_loop(
     desc: str,
     steps: int,
-    params: Iterable[torch.nn.Parameter],
+    params: Iterable[torch.nn.Parameter] | list[dict],
     step: Callable[[int], tuple[torch.Tensor, dict]],
     lr: float,
     weight_decay: float = 1e-2,
@@ -54,9 +54,10 @@ def train_loop(
     progress: bool = True,
     after_step: Callable[[int], None] | None = None,
 ) -> None:
-    """`run_steps` with AdamW on `params`: `warmup` None keeps the learning rate constant, else
-    warm-up then cosine decay; `clip`: the parameters whose gradient norm is clipped to 1;
-    `after_step(i)` runs after each optimizer step (an EMA, snapshots)."""
+    """`run_steps` with AdamW on `params` (or parameter groups, each with its own rate): `warmup`
+    None keeps the learning rate constant, else warm-up then cosine decay; `clip`: the parameters
+    whose gradient norm is clipped to 1; `after_step(i)` runs after each optimizer step (an EMA,
+    snapshots)."""
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     schedule = get_cosine_schedule_with_warmup(optimizer, warmup, steps) if warmup is not None else None
 
