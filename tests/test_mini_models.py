@@ -166,6 +166,21 @@ def test_watching_and_reading_train_the_vision_tower_only(tmp_path, stage):
     torch.testing.assert_close(watched.encode([request]).hidden_states, shipped.encode([request]).hidden_states, rtol=0, atol=0)
 
 
+def test_page_text_transcribes_the_page_a_document_shows():
+    """Stage 6's OCR task: the same page as document2image draws, asked what it says, answered with
+    the words typeset on it (in the page's language), not the scene."""
+    from x2i.mini.examples import READ_PAGE, sample_with_scene
+    from x2i.mini.language import caption_with_spans
+    from x2i.mini.world import random_scene
+
+    for lang in LANGUAGES:
+        page, ocr = (sample_with_scene(random.Random(7), task, lang) for task in ("document2image", "page text"))
+        rng = random.Random(7)
+        text, _ = caption_with_spans(random_scene(rng), lang, rng)  # what the page shows
+        assert ocr.request.text == READ_PAGE and ocr.answer == text != page.answer
+        assert ocr.request.media[0].tobytes() == page.request.media[0].tobytes() and ocr.shown == page.shown
+
+
 def test_reading_with_the_language_model_trains_both(tmp_path):
     """`--read-language-lr`: stage 6 moves the language model beside the tower, so text reads
     differently (and the AlignNet, LightControl and LoRA must be made again for the model)."""

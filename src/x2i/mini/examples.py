@@ -9,6 +9,7 @@ The world's tasks put through `x2i.Request`, as X2I puts them to any MLLM:
 - conversation:     a caption and its answer, then the picture + an edit instruction -> the edited scene
                     (two turns, as `x2i.Session` puts them; real MLLMs are tuned on multi-turn chats)
 - question:         an image + a question                    -> a short answer
+- page text:        a page + "what does the page say?"        -> its words as written (OCR)
 - video2image:      a clip (and "draw the last frame", or nothing) -> the scene of its last frame
 - document2image:   a page showing a caption (any lang)     -> the scene
 - audio2image:      a caption spoken (any lang)              -> the scene (the mini Qwen2.5-Omni)
@@ -66,8 +67,10 @@ WATCH_MIX = {"video2image": 3, "document2image": 4, "image2image": 1, "imagetext
 LOOK_MIX = {"imagetext2image": 6, "image2image": 1, "multiimage2image": 1, "video2image": 1, "conversation": 2, "document2image": 1}
 # Reading (the vision tower only, the semantic hub on each page word's tokens): pages, with clips and images beside them.
 READ_MIX = {"document2image": 6, "video2image": 1, "image2image": 1, "imagetext2image": 1, "multiimage2image": 1}
-# Reading with the language model trained too: pages beside every task the language model must keep.
-READ_LANGUAGE_MIX = {"document2image": 6, "video2image": 1, "image2image": 1, "imagetext2image": 2, "hard edit": 2,
+# Reading with the language model trained too: pages, and their text transcribed (`page text`), beside
+# every task the language model must keep.
+READ_PAGE = "what does the page say?"
+READ_LANGUAGE_MIX = {"document2image": 6, "page text": 3, "video2image": 1, "image2image": 1, "imagetext2image": 2, "hard edit": 2,
                      "multiimage2image": 1, "text2image": 2, "conversation": 1, "question": 1, "two-object question": 1}
 # The sound tokens heard as an object's words end (25 a second: 3) stand for a caption's last token for it.
 OBJECT_END_SECONDS = 0.12
@@ -118,7 +121,8 @@ def sample_example(rng: random.Random, task: str | None = None) -> tuple[Request
 def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | None = None, mix: dict = TRAINING_MIX) -> Example:
     """A request (of `task`, or one drawn by `mix`'s weights), its answer, the scene it is about
     (the result, for edits and pairs), and where the request shows each object. Besides the world's
-    tasks: `question` (about an image), and stage 4's `hard edit` and `two-object question` (EDIT_MIX)."""
+    tasks: `question` (about an image), stage 4's `hard edit` and `two-object question` (EDIT_MIX), and
+    stage 6's `page text` (a page -> its words as written)."""
     task = task or rng.choices(list(mix), weights=list(mix.values()))[0]
     lang = lang or rng.choice(LANGUAGES)
     scene = random_scene(rng, 2 if task in ("hard edit", "two-object question") else None)
@@ -153,7 +157,7 @@ def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | N
             end = spoken_span(words, object_span, seconds)[1]  # and the whole object as its words end, as a caption's last token for it
             said.append((obj, ("sound", (max(0.0, end - OBJECT_END_SECONDS), end))))
         return Example(Request("", [Audio.from_array(samples, rate)]), describe(scene), scene, said)
-    if task == "document2image":
+    if task in ("document2image", "page text"):
         text, spans = caption_with_spans(scene, lang, rng)
         page, boxes = typeset(text, lang, rng)
         on_page = []
@@ -163,6 +167,8 @@ def sample_with_scene(rng: random.Random, task: str | None = None, lang: str | N
             # and the whole object over all of its words, as an image shows it: the frozen language
             # model binds words spread over several tokens each only as far as their neighbours
             on_page.append((obj, ("page", [b for _, inked in words for b in inked])))
+        if task == "page text":  # OCR as real MLLMs are tuned on it: the page's words as they are written
+            return Example(Request(READ_PAGE, [page]), text, scene, on_page)
         return Example(Request("", [page]), describe(scene), scene, on_page)
     q, answer = question(scene, rng)
     return Example(Request(q, [render(scene, rng)]), answer, scene, in_image)

@@ -20,8 +20,9 @@ then the vision tower alone on clips and pages:
    already watches). The language model stays frozen, as in stage 2, so text reads exactly as before and
    an AlignNet distilled on the model's text stays valid;
 6. reading (`READ_MIX`, off unless `read_steps`): stage 5 weighted to pages, with the semantic hub
-   on each word's tokens; with `read_language_lr` the language model learns too, on pages beside
-   every other task (`READ_LANGUAGE_MIX`).
+   on each word's tokens; with `read_language_lr` the language model learns too, on pages and their
+   text transcribed (`page text`, OCR as real MLLMs are tuned on it) beside every other task
+   (`READ_LANGUAGE_MIX`).
 
 Two training-only objectives stand in for properties measured in large MLLMs that a 4-layer model
 does not get by itself (docs/mini-world.md): the semantic hub (`x2i.mini.readout.hub_loss`: an
@@ -106,8 +107,8 @@ class MLLMConfig:
     read_batch: int = option(16, "stage 6's requests per step")
     read_lr: float = option(1e-3, "stage 6's learning rate")
     read_language_lr: float = option(0.0, "stage 6's learning rate for the language model (0: frozen, text reads as before; "
-                                     "else it learns too, on pages beside every other task, and its AlignNet, LightControl and "
-                                     "LoRA must be made again)")
+                                     "else it learns too, on pages and their text transcribed beside every other task, as real "
+                                     "MLLMs are tuned on OCR, and its AlignNet, LightControl and LoRA must be made again)")
     start_from: str = option("", "a mini MLLM made by stages 1-4 (a directory, or mini: the shipped one): run only the stages "
                              "after 3 on it (stage 4 when --edit-steps is given)")
     add_layers: tuple[int, ...] = option((), "with --start-from: deepen its language model before stage 4, a copy of each of "
