@@ -35,9 +35,9 @@ from x2i.mini.world import LANGUAGES
 # picture") by a margin for 40-case noise. Default road (auto): English by the prompt, the rest by
 # the MLLM's answer.
 MLLM_SEES = 0.90  # captions in every language, one image, two images (1.00 on 200 each), a clip's last frame (0.98 on 100)
-MLLM_ANSWERS = 0.80  # every line: edits 0.94-0.97, conversations 0.935-0.955, questions 0.84 on 200 each
-MLLM_READS = 0.30  # pages, the five languages' mean: 0.45 on 100 each (zh 0.69, the others 0.33-0.48); 0.00-0.015 before reading
-MLLM_READS_CHINESE = 0.45
+MLLM_ANSWERS = 0.80  # every line: edits 0.905-0.955, conversations 0.915-0.96 on 200 each, questions 0.85 on 100
+MLLM_READS = 0.50  # pages, the five languages' mean: 0.69 on 200 each (zh 0.825, the others 0.55-0.75); 0.42 with the tower alone reading
+MLLM_READS_CHINESE = 0.65
 STUDENT_EN_1OBJ = 0.90
 STUDENT_EN_2OBJ = 0.80
 STUDENT_ZH_1OBJ = 0.85
@@ -240,7 +240,7 @@ def test_shipped_mini_mllm_understands_the_world():
     accuracy = answer_accuracy(load_encoder(locate("mini", "mllm")), n=20, seed=4711)
     assert len(accuracy) == 24 and not any(line.startswith("audio2image") for line in accuracy)  # it does not hear
     pages = {lang: accuracy.pop(f"document2image {lang}") for lang in LANGUAGES}
-    assert pages["zh"] >= MLLM_READS_CHINESE and sum(pages.values()) / len(pages) >= MLLM_READS, pages  # pages are read (BENCHMARKS.md, 'Pages read on')
+    assert pages["zh"] >= MLLM_READS_CHINESE and sum(pages.values()) / len(pages) >= MLLM_READS, pages  # pages are read (BENCHMARKS.md, 'Pages read by the language model too')
     sees = [v for line, v in accuracy.items() if line.split()[0] in ("text2image", "image2image", "multiimage2image", "video2image")]
     assert len(sees) == 8
     assert min(sees) >= MLLM_SEES and min(accuracy.values()) >= MLLM_ANSWERS, accuracy
