@@ -35,9 +35,9 @@ from x2i.mini.world import LANGUAGES
 # picture") by a margin for 40-case noise. Default road (auto): English by the prompt, the rest by
 # the MLLM's answer.
 MLLM_SEES = 0.90  # captions in every language, one image, two images (1.00 on 200 each), a clip's last frame (0.98 on 100)
-MLLM_ANSWERS = 0.80  # every line: edits 0.905-0.955, conversations 0.915-0.96 on 200 each, questions 0.85 on 100
-MLLM_READS = 0.50  # pages, the five languages' mean: 0.69 on 200 each (zh 0.825, the others 0.55-0.75); 0.42 with the tower alone reading
-MLLM_READS_CHINESE = 0.65
+MLLM_ANSWERS = 0.80  # every line: edits 0.93-0.97, conversations 0.945-0.95 on 200 each
+MLLM_READS = 0.60  # pages, the five languages' mean: 0.79 on 200 each (zh 0.91, the others 0.69-0.85); 0.42 with the tower alone reading
+MLLM_READS_CHINESE = 0.75
 STUDENT_EN_1OBJ = 0.90
 STUDENT_EN_2OBJ = 0.80
 STUDENT_ZH_1OBJ = 0.85
