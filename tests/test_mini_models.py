@@ -14,11 +14,11 @@ from x2i.inference.locations import locate
 from x2i.inference.request import Request
 from x2i.mini.examples import sample_example
 from x2i.mini.mllm import (
-    OBJECT_CLASSES,
     MLLMConfig,
     answer_accuracy,
     answer_labels,
     batch_loss,
+    scene_probe,
     train_mllm,
 )
 from x2i.mini.teacher import (
@@ -125,7 +125,6 @@ def test_length_grouped_micro_batches_give_the_whole_batch_loss_and_gradient():
     weighted by its share, the loss and the gradient are the whole batch's, up to rounding."""
     from x2i.mini.examples import TRAINING_MIX, sample_with_scene
     from x2i.mini.readout import english_word_ids
-    from x2i.mini.world import POSITIONS
 
     encoder = load_encoder(locate("mini", "mllm"))
     model = encoder.model.train().requires_grad_(True)
@@ -136,7 +135,7 @@ def test_length_grouped_micro_batches_give_the_whole_batch_loss_and_gradient():
     lengths = encoder.prepare([e.request for e in examples], answers=[e.answer for e in examples])["attention_mask"].sum(1)
     assert lengths.max() - lengths.min() > 20  # the case the groups are for: rows of unlike lengths
     torch.manual_seed(0)
-    probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
+    probe = scene_probe(config.hidden_size)
     word_ids = english_word_ids(encoder.processor.tokenizer)
     results = []
     for groups in (1, 4):

@@ -140,6 +140,11 @@ LENGTH_GROUPS = 4  # micro-batches of similar length per step (`batch_loss`)
 OBJECT_CLASSES = [(s, c, z) for s in SHAPES for c in COLORS for z in SIZES]  # per position; 0 = empty
 
 
+def scene_probe(hidden_size: int) -> torch.nn.Linear:
+    """A new probe from a hidden state to one class per position (`scene_targets`)."""
+    return torch.nn.Linear(hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
+
+
 def scene_targets(scene: dict) -> list[int]:
     """One class per position: 0 for empty, else 1 + the (shape, color, size) index."""
     targets = [0] * len(POSITIONS)
@@ -212,7 +217,7 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         # Stage 4: stage 3 again, weighted toward what stage 3 leaves most often wrong (EDIT_MIX), at
         # a lower learning rate, from seeds of its own and with a new probe.
         torch.manual_seed(config.seed + 4)
-        probe = torch.nn.Linear(model.config.text_config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
+        probe = scene_probe(model.config.text_config.hidden_size)
         step = instruction_step(model, encoder, config, word_ids, random.Random(config.seed + 4004), EDIT_MIX, probe)
         params = train_only(model, model.parameters())
         train_loop("mini MLLM 4/5 edits", edit_steps, [*params, *probe.parameters()], step,
@@ -231,16 +236,15 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         # With --read-language-lr the language model learns too (with a new scene probe, as in stage 4).
         rng = random.Random(config.seed + 6006)
         word_ids = english_word_ids(tokenizer)
-        vision = train_only(model, model.model.visual.parameters())
+        vision = list(model.model.visual.parameters())
+        language = [*model.model.language_model.parameters(), *model.lm_head.parameters()] if config.read_language_lr else []
+        trained = train_only(model, [*vision, *language])
         groups, mix, probe = [{"params": vision, "lr": config.read_lr}], READ_MIX, None
-        if config.read_language_lr:
+        if language:
             torch.manual_seed(config.seed + 6)
-            probe = torch.nn.Linear(model.config.text_config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
-            language = [*model.model.language_model.parameters(), *model.lm_head.parameters()]
-            train_only(model, [*vision, *language])
+            probe = scene_probe(model.config.text_config.hidden_size)
             groups.append({"params": [*language, *probe.parameters()], "lr": config.read_language_lr})
             mix = READ_LANGUAGE_MIX
-        trained = [p for p in model.parameters() if p.requires_grad]
         train_loop("mini MLLM 6 reading", config.read_steps, groups,
                    lambda _: batch_loss(model, encoder, [sample_with_scene(rng, mix=mix) for _ in range(config.read_batch)], config,
                                         word_ids, probe if config.probe_weight else None),
@@ -261,7 +265,7 @@ def train_only(model, params) -> list[torch.nn.Parameter]:
 
 def train_language_and_tasks(model, tokenizer, encoder: Qwen2_5_VLEncoder, config: MLLMConfig, word_ids, progress: bool) -> None:
     """Stages 1 to 3."""
-    probe = torch.nn.Linear(config.hidden_size, len(POSITIONS) * (1 + len(OBJECT_CLASSES)))
+    probe = scene_probe(config.hidden_size)
     rng = random.Random(config.seed + 1)
     model.train()
 
