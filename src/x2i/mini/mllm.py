@@ -235,7 +235,7 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         # do, stages 2-4) give it a signal per word.
         # With --read-language-lr the language model learns too (with a new scene probe, as in stage 4).
         rng = random.Random(config.seed + 6006)
-        word_ids = english_word_ids(tokenizer)
+        word_ids = word_ids or english_word_ids(tokenizer)  # made above unless hub_weight is 0
         vision = list(model.model.visual.parameters())
         language = [*model.model.language_model.parameters(), *model.lm_head.parameters()] if config.read_language_lr else []
         trained = train_only(model, [*vision, *language])

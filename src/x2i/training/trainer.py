@@ -167,6 +167,10 @@ def train(
                f"{trained.name}_sha256_per_rank": fingerprints}
         (out / "run.json").write_text(json.dumps(run, indent=1) + "\n")
     accelerator.wait_for_everyone()
+    # The DDP wrapper goes before the process group does: its reducer, freed last, would destroy the
+    # group holding the GIL while a gloo thread may still need it to free a finished work (a hang).
+    module = None
+    accelerator.free_memory()
     accelerator.end_training()
     return final
 
