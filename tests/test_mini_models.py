@@ -303,16 +303,24 @@ def test_shipped_student_scores_as_claimed():
     assert score(4805, tasks=("multiimage2image",), langs=("en",))["overall"] >= STUDENT_TWO_IMAGES
 
 
+def cases_as_files(tmp_path: Path, n: int, task: str, seed: int) -> list[dict]:
+    """Fresh cases of a file task, written as `x2i mini make-cases` writes them (the case file and its
+    media beside it) and read back as `x2i eval` reads a user's."""
+    from x2i.mini.eval import load_cases, make_cases
+
+    made = make_cases(n, (task,), seed=seed, media=tmp_path / "cases-media")
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in made))
+    return load_cases(tmp_path / "cases.jsonl")
+
+
 def test_shipped_student_draws_the_last_frame_of_a_clip(tmp_path):
     """video2image by the default road on the shipped mini Qwen2.5-VL (stage 5), clips written as
     files (mp4 and gif in turn) and read back as a user's would be."""
     from x2i.inference.pipeline import X2IPipeline
-    from x2i.mini.eval import load_cases, make_cases, run_student, summarize
+    from x2i.mini.eval import run_student, summarize
     from x2i.mini.world import MEDIA_TASKS
 
-    made = make_cases(20, ("video2image",), seed=4821, media=tmp_path / "cases-media")
-    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in made))
-    cases = load_cases(tmp_path / "cases.jsonl")
+    cases = cases_as_files(tmp_path, 20, "video2image", seed=4821)
     assert {c["video"][-4:] for c in cases} == {".mp4", ".gif"} and MEDIA_TASKS["video2image"]["file"] == "video"
     pipe = X2IPipeline.from_pretrained(locate("mini", "mllm"), locate("mini", "flux"), locate("mini", "alignnet"))
     assert summarize(run_student(pipe, cases, seed=4821, steps=20, progress=False))["overall"] >= STUDENT_VIDEO
@@ -322,15 +330,14 @@ def test_shipped_student_draws_what_a_page_says(tmp_path):
     """document2image by the default road on the shipped mini Qwen2.5-VL (stage 6): captions in the
     five languages typeset on pages, written as png files and read back as a user's would be."""
     from x2i.inference.pipeline import X2IPipeline
-    from x2i.mini.eval import load_cases, make_cases, readers, run_student, summarize
+    from x2i.mini.eval import readers, run_student, summarize
 
-    made = make_cases(8, ("document2image",), seed=4841, media=tmp_path / "cases-media")
-    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in made))
-    cases = load_cases(tmp_path / "cases.jsonl")
+    cases = cases_as_files(tmp_path, 8, "document2image", seed=4841)
     assert readers(cases, None) == {"mini": list(range(40))} and {c["lang"] for c in cases} == set(LANGUAGES)
     pipe = X2IPipeline.from_pretrained(locate("mini", "mllm"), locate("mini", "flux"), locate("mini", "alignnet"))
     scores = summarize(run_student(pipe, cases, seed=4841, steps=20, progress=False))
     assert scores["overall"] >= STUDENT_DOCUMENT and scores["roads"] == {"answer": 40}, scores
+
 
 def test_shipped_omni_hears_what_is_said(tmp_path):
     """audio2image by the default road on the shipped mini Qwen2.5-Omni (`mini-omni`, the reader
@@ -338,11 +345,9 @@ def test_shipped_omni_hears_what_is_said(tmp_path):
     read back as a user's would be; and its answers."""
     from x2i.inference.locations import alignnet_for
     from x2i.inference.pipeline import X2IPipeline
-    from x2i.mini.eval import load_cases, make_cases, readers, run_student, summarize
+    from x2i.mini.eval import readers, run_student, summarize
 
-    made = make_cases(8, ("audio2image",), seed=4831, media=tmp_path / "cases-media")
-    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in made))
-    cases = load_cases(tmp_path / "cases.jsonl")
+    cases = cases_as_files(tmp_path, 8, "audio2image", seed=4831)
     assert readers(cases, None) == {"mini-omni": list(range(40))}
     assert alignnet_for("mini-omni") == "mini-omni" and locate("mini-omni", "alignnet") != locate("mini", "alignnet")  # its own
     pipe = X2IPipeline.from_pretrained("mini-omni", "mini", "mini-omni")
