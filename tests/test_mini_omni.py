@@ -5,6 +5,7 @@ Qwen2.5-VL it came from; in the second its language model listens too, and its e
 import random
 import tempfile
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoImageProcessor
@@ -15,6 +16,7 @@ from x2i.inference.encoders.qwen2_5_omni import Qwen2_5OmniEncoder
 from x2i.inference.loaders import load_encoder
 from x2i.inference.locations import locate
 from x2i.inference.request import Request
+from x2i.mini import omni as omni_recipe
 from x2i.mini.examples import sample_with_scene
 from x2i.mini.mllm import MLLMConfig, batch_loss, train_only
 from x2i.mini.omni import (
@@ -24,11 +26,13 @@ from x2i.mini.omni import (
     build_omni,
     language_weights,
     listening_example,
+    made_ahead,
     spoken_example,
     train_omni,
 )
 from x2i.mini.readout import english_word_ids, object_tokens
 from x2i.mini.world import IMAGE_SIZE, random_scene, render
+from x2i.training.loop import train_loop
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +70,35 @@ def test_only_the_ears_learned(omni, tiny_models):
             assert torch.equal(trained[name][: len(value)], value), name
 
 
-def test_listening_trains_the_language_model_beside_the_ears_and_never_the_eyes(omni, tmp_path):
+def test_listening_trains_the_language_model_beside_the_ears_and_never_the_eyes(omni, tmp_path, monkeypatch):
     heard = load_encoder(omni).model.state_dict()
-    config = OmniConfig(hear_from=str(omni), seed=1, hear_batch=4, hear_steps=0, listen_steps=2, hear_hub_weight=0)
+    config = OmniConfig(hear_from=str(omni), seed=1, hear_batch=4, hear_steps=0, listen_steps=2, hear_hub_weight=0, listen_ears_lr=3e-3)
+    groups = []
+    monkeypatch.setattr(omni_recipe, "train_loop", lambda *args, **kw: groups.extend(map(dict, args[2])) or train_loop(*args, **kw))
     listened = load_encoder(train_omni(config, tmp_path / "listened", progress=False)).model.state_dict()
     changed = {name.removeprefix("model.").split(".")[0] for name in heard if not torch.equal(heard[name], listened[name])}
     assert changed == {"audio_tower", "language_model", "lm_head"}  # the vision tower as it was
+    assert [g.get("lr") for g in groups] == [3e-3, None]  # the ears at their own rate, the language model at --listen-lr
+    assert len(groups[0]["params"]) == sum(name.startswith("model.audio_tower.") for name in heard)
     examples = [listening_example(random.Random(k)) for k in range(40)]
     kept = [e for e in examples if not e.request.audio]  # the Qwen2.5-VL's own tasks, with and without pictures
     assert 10 <= len(kept) <= 30 and any(e.request.images for e in kept) and any(not e.request.images for e in kept)
+
+
+def test_batches_made_ahead_are_those_made_in_turn_and_none_is_left_making():
+    ahead_rng, in_turn_rng = random.Random(5), random.Random(5)
+
+    def make(rng):
+        return [spoken_example(rng, rng.random() < 0.25) for _ in range(2)]
+
+    with made_ahead(lambda: make(ahead_rng)) as ahead:
+        made = [ahead() for _ in range(3)]
+    wanted = [make(in_turn_rng) for _ in range(3)]
+    for got, want in zip(made, wanted):
+        assert [e.answer for e in got] == [e.answer for e in want]
+        assert all(np.array_equal(g.request.audio[0].samples, w.request.audio[0].samples) for g, w in zip(got, want))
+    make(in_turn_rng)  # the batch made ahead for a fourth step, finished before leaving
+    assert ahead_rng.getstate() == in_turn_rng.getstate()
 
 
 def test_recognition_asks_for_the_words_and_the_task_for_the_scene():
@@ -131,3 +155,10 @@ def test_the_semantic_hub_reaches_the_ears_through_each_spoken_word():
     unreached = [name for name, p in model.model.audio_tower.named_parameters() if p.grad is None or not p.grad.any()]
     assert unreached == ["audio_bos_eos_token.weight"]  # every weight the sound passes through (that one, Qwen2.5-Omni's, is unused)
     assert ears and not model.lm_head.weight.requires_grad
+    model.zero_grad()
+    mixed, mixed_shown = batch_loss(model, encoder, examples, MLLMConfig(), english_word_ids(tokenizer), groups=1, bf16=True)
+    assert mixed.dtype == torch.float32 and mixed.item() == pytest.approx(loss.item(), rel=0.02)  # bf16 autocast: the same loss, roughly
+    assert float(mixed_shown["hub"]) == pytest.approx(float(shown["hub"]), rel=0.02)
+    mixed.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.model.audio_tower.parameters() if p.grad is not None)
+    assert sum(p.grad is not None and bool(p.grad.any()) for p in model.model.audio_tower.parameters()) == len(ears) - 1

@@ -325,14 +325,15 @@ def deepen(model, after: tuple[int, ...]) -> None:
 
 
 def batch_loss(model, encoder, examples: list[Example], config: MLLMConfig | None = None, word_ids=None, probe=None,
-               groups: int = LENGTH_GROUPS) -> tuple[torch.Tensor, dict]:
+               groups: int = LENGTH_GROUPS, bf16: bool = False) -> tuple[torch.Tensor, dict]:
     """The model on the examples with their answers: next-token loss on the answers, plus the
     semantic-hub objective on the objects the requests show (`word_ids`: None for none) and, with
     `probe`, the scene probe (their weights and layers from `config`). Requests differ in length
     several-fold (a caption; a two-turn conversation with images), and a batch is left-padded to
     its longest: so it runs as `groups`
     micro-batches of similar length, each term weighted by its share of the whole batch — the whole
-    batch's loss, up to rounding, at about a third fewer tokens computed."""
+    batch's loss, up to rounding, at about a third fewer tokens computed. `bf16`: the model runs
+    under bf16 autocast (mixed precision; the weights and their updates stay float32)."""
     order = list(range(len(examples)))
     if groups > 1:
         lengths = encoder.prepare([e.request for e in examples], answers=[e.answer for e in examples])["attention_mask"].sum(1)
@@ -343,7 +344,8 @@ def batch_loss(model, encoder, examples: list[Example], config: MLLMConfig | Non
         group = [examples[i] for i in order[start : start + size]]
         inputs = encoder.prepare([e.request for e in group], answers=[e.answer for e in group])
         labels = answer_labels(encoder, inputs, [e.answer for e in group])
-        result = model(**inputs, position_ids=encoder.position_ids(inputs), labels=labels, use_cache=False, output_hidden_states=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # not around `prepare`: its sound features are float32
+            result = model(**inputs, position_ids=encoder.position_ids(inputs), labels=labels, use_cache=False, output_hidden_states=True)
         terms["answer"].append((result.loss, int((labels[:, 1:] != -100).sum())))  # the model's loss: a mean over answer tokens
         located = object_tokens(encoder, inputs, group, answered=True) if word_ids else []
         if located:  # a mean over the objects' tokens and words
