@@ -81,8 +81,8 @@ class OmniConfig:
     listen_lr: float = option(2e-4, "its learning rate (warm-up, then cosine decay)")
     listen_ears_lr: float = option(5e-4, "the ears' learning rate while the language model listens (new parts learn faster "
                                    "than trained ones)")
-    bf16: bool = option(True, "float32 throughout, not bf16 mixed precision (which real models train in, and which makes "
-                        "steps about 1.4x faster on CPUs with bf16 instructions; give this where bf16 is emulated)", flag="--no-bf16")
+    bf16: bool = option(True, "float32 throughout, not bf16 mixed precision (which real models train in; on CPUs it made "
+                        "steps 1.45x faster on one machine and 1.2x slower on another: time a few steps both ways)", flag="--no-bf16")
     spoken_languages: str = option("en=1,zh=2,fr=1,de=1,es=1", "how often each language is spoken, relative to the others "
                                    "(more of one the ears hear worst, as real recipes weight their data)")
     audio_layers: int = option(4, "audio encoder layers")
