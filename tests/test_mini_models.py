@@ -306,10 +306,11 @@ def test_shipped_student_scores_as_claimed():
 def cases_as_files(tmp_path: Path, n: int, task: str, seed: int) -> list[dict]:
     """Fresh cases of a file task, written as `x2i mini make-cases` writes them (the case file and its
     media beside it) and read back as `x2i eval` reads a user's."""
+    from x2i.media.files import write_lines
     from x2i.mini.eval import load_cases, make_cases
 
     made = make_cases(n, (task,), seed=seed, media=tmp_path / "cases-media")
-    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in made))
+    write_lines(tmp_path / "cases.jsonl", [json.dumps(c) for c in made])  # as the command writes them
     return load_cases(tmp_path / "cases.jsonl")
 
 
