@@ -23,7 +23,7 @@ from collections import defaultdict
 from x2i.inference.loaders import load_encoder
 from x2i.inference.request import Request
 from x2i.mini.examples import sample_with_scene
-from x2i.mini.mllm import greedy_answers
+from x2i.mini.answers import greedy_answers
 from x2i.mini.world import LANGUAGES
 
 FILLERS = {"repeated": None, "spaces": " ", "commas": ",", "newlines": "\n", "end-of-text": "<|endoftext|>"}

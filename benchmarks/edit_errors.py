@@ -21,7 +21,7 @@ from x2i.inference.loaders import load_encoder
 from x2i.inference.request import Request
 from x2i.mini.examples import question
 from x2i.mini.language import describe, edit
-from x2i.mini.mllm import greedy_answers
+from x2i.mini.answers import greedy_answers
 from x2i.mini.world import LANGUAGES, random_edit, random_scene, render
 
 

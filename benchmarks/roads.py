@@ -20,7 +20,7 @@ from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
 from x2i.inference.locations import alignnet_for
 from x2i.inference.pipeline import X2IPipeline
 from x2i.mini.eval import make_cases, run_student, run_teacher
-from x2i.mini.mllm import answer_accuracy
+from x2i.mini.answers import answer_accuracy
 from x2i.mini.transfer import line_of
 
 

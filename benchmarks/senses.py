@@ -20,7 +20,7 @@ from x2i.inference.loaders import load_alignnet, load_encoder, load_flux
 from x2i.inference.locations import alignnet_for
 from x2i.inference.pipeline import X2IPipeline
 from x2i.mini.eval import load_cases, make_cases, readers, run_student
-from x2i.mini.mllm import answer_accuracy
+from x2i.mini.answers import answer_accuracy
 from x2i.mini.world import MEDIA_TASKS
 
 

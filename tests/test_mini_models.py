@@ -13,11 +13,12 @@ from x2i.inference.loaders import load_encoder
 from x2i.inference.locations import locate
 from x2i.inference.request import Request
 from x2i.mini.examples import sample_example
+from x2i.mini.answers import answer_accuracy
 from x2i.mini.mllm import (
     MLLMConfig,
-    answer_accuracy,
     answer_labels,
     batch_loss,
+    micro_batches,
     scene_probe,
     train_mllm,
 )
@@ -142,7 +143,7 @@ def test_length_grouped_micro_batches_give_the_whole_batch_loss_and_gradient():
     for groups in (1, 4):
         model.zero_grad(), probe.zero_grad()
         with torch.enable_grad():
-            loss, shown = batch_loss(model, encoder, examples, config, word_ids, probe, groups=groups)
+            loss, shown = batch_loss(model, micro_batches(encoder, examples, groups), config, word_ids, probe)
             loss.backward()
         results.append((loss.detach(), shown, [p.grad.clone() for p in (model.lm_head.weight, model.model.visual.patch_embed.proj.weight, probe.weight)]))
     (whole, whole_shown, whole_grads), (grouped, grouped_shown, grouped_grads) = results

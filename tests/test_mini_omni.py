@@ -16,9 +16,8 @@ from x2i.inference.encoders.qwen2_5_omni import Qwen2_5OmniEncoder
 from x2i.inference.loaders import load_encoder
 from x2i.inference.locations import locate
 from x2i.inference.request import Request
-from x2i.mini import omni as omni_recipe
 from x2i.mini.examples import sample_with_scene
-from x2i.mini.mllm import MLLMConfig, batch_loss, train_only
+from x2i.mini.mllm import MLLMConfig, batch_loss, micro_batches, train_only
 from x2i.mini.omni import (
     CHUNK_SECONDS,
     WHAT_IS_SAID,
@@ -26,13 +25,12 @@ from x2i.mini.omni import (
     build_omni,
     language_weights,
     listening_example,
-    made_ahead,
     spoken_example,
     train_omni,
 )
 from x2i.mini.readout import english_word_ids, object_tokens
 from x2i.mini.world import IMAGE_SIZE, random_scene, render
-from x2i.training.loop import train_loop
+from x2i.training.loop import made_ahead, train_loop
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +72,7 @@ def test_listening_trains_the_language_model_beside_the_ears_and_never_the_eyes(
     heard = load_encoder(omni).model.state_dict()
     config = OmniConfig(hear_from=str(omni), seed=1, hear_batch=4, hear_steps=0, listen_steps=2, hear_hub_weight=0, listen_ears_lr=3e-3)
     groups = []
-    monkeypatch.setattr(omni_recipe, "train_loop", lambda *args, **kw: groups.extend(map(dict, args[2])) or train_loop(*args, **kw))
+    monkeypatch.setattr("x2i.mini.mllm.train_loop", lambda *args, **kw: groups.extend(map(dict, args[2])) or train_loop(*args, **kw))
     listened = load_encoder(train_omni(config, tmp_path / "listened", progress=False)).model.state_dict()
     changed = {name.removeprefix("model.").split(".")[0] for name in heard if not torch.equal(heard[name], listened[name])}
     assert changed == {"audio_tower", "language_model", "lm_head"}  # the vision tower as it was
@@ -85,20 +83,19 @@ def test_listening_trains_the_language_model_beside_the_ears_and_never_the_eyes(
     assert 10 <= len(kept) <= 30 and any(e.request.images for e in kept) and any(not e.request.images for e in kept)
 
 
-def test_batches_made_ahead_are_those_made_in_turn_and_none_is_left_making():
+def test_batches_made_ahead_are_those_made_in_turn_and_no_more():
     ahead_rng, in_turn_rng = random.Random(5), random.Random(5)
 
     def make(rng):
         return [spoken_example(rng, rng.random() < 0.25) for _ in range(2)]
 
-    with made_ahead(lambda: make(ahead_rng)) as ahead:
+    with made_ahead(lambda: make(ahead_rng), 3) as ahead:
         made = [ahead() for _ in range(3)]
     wanted = [make(in_turn_rng) for _ in range(3)]
     for got, want in zip(made, wanted):
         assert [e.answer for e in got] == [e.answer for e in want]
         assert all(np.array_equal(g.request.audio[0].samples, w.request.audio[0].samples) for g, w in zip(got, want))
-    make(in_turn_rng)  # the batch made ahead for a fourth step, finished before leaving
-    assert ahead_rng.getstate() == in_turn_rng.getstate()
+    assert ahead_rng.getstate() == in_turn_rng.getstate()  # three made, none for a step that never comes: a later stage's data as in turn
 
 
 def test_recognition_asks_for_the_words_and_the_task_for_the_scene():
@@ -147,16 +144,16 @@ def test_the_semantic_hub_reaches_the_ears_through_each_spoken_word():
         save_qwen2_5_omni(model, tokenizer, AutoImageProcessor.from_pretrained(locate("mini", "mllm"), backend="pil"),
                           tempfile.mkdtemp(), video_pixels=IMAGE_SIZE**2, chunk_length=CHUNK_SECONDS)))
     ears = train_only(model, model.model.audio_tower.parameters())
-    examples = [sample_with_scene(random.Random(k), "audio2image") for k in range(2)]
-    loss, shown = batch_loss(model, encoder, examples, MLLMConfig(), english_word_ids(tokenizer), groups=1)
-    without, _ = batch_loss(model, encoder, examples, MLLMConfig(hub_weight=0), None, groups=1)
+    batch = micro_batches(encoder, [sample_with_scene(random.Random(k), "audio2image") for k in range(2)], groups=1)
+    loss, shown = batch_loss(model, batch, MLLMConfig(), english_word_ids(tokenizer))
+    without, _ = batch_loss(model, batch, MLLMConfig(hub_weight=0), None)
     assert float(shown["hub"]) > 1 and loss.item() == pytest.approx(without.item() + float(shown["hub"]), abs=1e-3)
     loss.backward()
     unreached = [name for name, p in model.model.audio_tower.named_parameters() if p.grad is None or not p.grad.any()]
     assert unreached == ["audio_bos_eos_token.weight"]  # every weight the sound passes through (that one, Qwen2.5-Omni's, is unused)
     assert ears and not model.lm_head.weight.requires_grad
     model.zero_grad()
-    mixed, mixed_shown = batch_loss(model, encoder, examples, MLLMConfig(), english_word_ids(tokenizer), groups=1, bf16=True)
+    mixed, mixed_shown = batch_loss(model, batch, MLLMConfig(), english_word_ids(tokenizer), bf16=True)
     assert mixed.dtype == torch.float32 and mixed.item() == pytest.approx(loss.item(), rel=0.02)  # bf16 autocast: the same loss, roughly
     assert float(mixed_shown["hub"]) == pytest.approx(float(shown["hub"]), rel=0.02)
     mixed.backward()

@@ -159,7 +159,7 @@ def run_transfer(args) -> None:
 def run_answers(args) -> None:
     from x2i.inference.loaders import load_encoder
     from x2i.mini.examples import TRAINING_MIX
-    from x2i.mini.mllm import answer_accuracy
+    from x2i.mini.answers import answer_accuracy
     from x2i.mini.world import MEDIA_TASKS
 
     if args.n < 1:

@@ -36,6 +36,7 @@ import copy
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from transformers import (
@@ -53,7 +54,6 @@ from x2i.architectures import (
 from x2i.errors import X2IError
 from x2i.inference.encoders.qwen2_5_vl import Qwen2_5_VLEncoder
 from x2i.inference.locations import locate
-from x2i.media import Audio
 from x2i.mini.examples import (
     EDIT_MIX,
     LOOK_MIX,
@@ -82,7 +82,7 @@ from x2i.mini.world import (
     random_scene,
 )
 from x2i.options import option
-from x2i.training.loop import train_loop
+from x2i.training.loop import made_ahead, train_loop
 
 EDIT_STEPS = 1500  # stage 4's steps in the recipe from scratch (a made model runs it only when asked)
 # Stage 5's mixes, by `watch_mix`: what the stage is called, and what it draws.
@@ -218,17 +218,16 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
         # a lower learning rate, from seeds of its own and with a new probe.
         torch.manual_seed(config.seed + 4)
         probe = scene_probe(model.config.text_config.hidden_size)
-        step = instruction_step(model, encoder, config, word_ids, random.Random(config.seed + 4004), EDIT_MIX, probe)
-        params = train_only(model, model.parameters())
-        train_loop("mini MLLM 4/5 edits", edit_steps, [*params, *probe.parameters()], step,
-                   lr=config.edit_lr, warmup=config.warmup // 2, clip=params, progress=progress)
+        rng, params = random.Random(config.seed + 4004), train_only(model, model.parameters())
+        train_stage("mini MLLM 4/5 edits", edit_steps, [*params, *probe.parameters()], tasks(encoder, rng, EDIT_MIX, config.batch),
+                    lambda batch: batch_loss(model, batch, config, word_ids, probe if config.probe_weight else None),
+                    lr=config.edit_lr, warmup=config.warmup // 2, clip=params, progress=progress)
     if config.watch_steps:
         # Stage 5: the vision tower learns clips and pages beside the images it already reads.
         rng, (name, mix) = random.Random(config.seed + 5005), STAGE5_MIXES[config.watch_mix]
         vision = train_only(model, model.model.visual.parameters())
-        train_loop(f"mini MLLM 5/5 {name}", config.watch_steps, vision,
-                   lambda _: batch_loss(model, encoder, [sample_with_scene(rng, mix=mix) for _ in range(config.batch)]),
-                   lr=config.watch_lr, warmup=config.warmup // 2, clip=vision, progress=progress)
+        train_stage(f"mini MLLM 5/5 {name}", config.watch_steps, vision, tasks(encoder, rng, mix, config.batch),
+                    lambda batch: batch_loss(model, batch), lr=config.watch_lr, warmup=config.warmup // 2, clip=vision, progress=progress)
     if config.read_steps:
         # Stage 6: reading. Trained through the frozen LM on a page's scene alone, the tower does not
         # learn glyphs; each word's tokens read out as its English word (as an image's object tokens
@@ -245,10 +244,9 @@ def train_mllm(config: MLLMConfig, out: str | Path, progress: bool = True) -> Pa
             probe = scene_probe(model.config.text_config.hidden_size)
             groups.append({"params": [*language, *probe.parameters()], "lr": config.read_language_lr})
             mix = READ_LANGUAGE_MIX
-        train_loop("mini MLLM 6 reading", config.read_steps, groups,
-                   lambda _: batch_loss(model, encoder, [sample_with_scene(rng, mix=mix) for _ in range(config.read_batch)], config,
-                                        word_ids, probe if config.probe_weight else None),
-                   lr=config.read_lr, warmup=config.warmup // 4, clip=trained, progress=progress)
+        train_stage("mini MLLM 6 reading", config.read_steps, groups, tasks(encoder, rng, mix, config.read_batch),
+                    lambda batch: batch_loss(model, batch, config, word_ids, probe if config.probe_weight else None),
+                    lr=config.read_lr, warmup=config.warmup // 4, clip=trained, progress=progress)
     model.eval()
     return save_qwen2_5_vl(model, tokenizer, image_processor, out, video_pixels=IMAGE_SIZE**2)
 
@@ -267,37 +265,39 @@ def train_language_and_tasks(model, tokenizer, encoder: Qwen2_5_VLEncoder, confi
     """Stages 1 to 3."""
     probe = scene_probe(config.hidden_size)
     rng = random.Random(config.seed + 1)
-    model.train()
 
-    def language_step(_):
+    def texts():
         inputs = tokenizer([text_document(rng) for _ in range(config.batch)], padding=True, return_tensors="pt")
-        labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
-        return model(**inputs, position_ids=encoder.position_ids(inputs), labels=labels, use_cache=False).loss, {}
+        return inputs, encoder.position_ids(inputs), inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
 
-    def caption_step(_):
-        return batch_loss(model, encoder, [caption_example(rng) for _ in range(config.batch)], config, word_ids)
+    def language_loss(batch):
+        inputs, position_ids, labels = batch
+        return model(**inputs, position_ids=position_ids, labels=labels, use_cache=False).loss, {}
 
     language, vision = list(model.model.language_model.parameters()) + list(model.lm_head.parameters()), list(model.model.visual.parameters())
     stages = [
-        ("mini MLLM 1/5 language", config.text_steps, language, language_step),
-        ("mini MLLM 2/5 captions", config.caption_steps, vision, caption_step),  # the language model frozen
-        ("mini MLLM 3/5 instructions", config.steps, [*model.parameters(), *probe.parameters()],
-         instruction_step(model, encoder, config, word_ids, rng, TRAINING_MIX, probe)),
+        ("mini MLLM 1/5 language", config.text_steps, language, texts, language_loss),
+        ("mini MLLM 2/5 captions", config.caption_steps, vision,  # the language model frozen
+         lambda: micro_batches(encoder, [caption_example(rng) for _ in range(config.batch)]),
+         lambda batch: batch_loss(model, batch, config, word_ids)),
+        ("mini MLLM 3/5 instructions", config.steps, [*model.parameters(), *probe.parameters()], tasks(encoder, rng, TRAINING_MIX, config.batch),
+         lambda batch: batch_loss(model, batch, config, word_ids, probe if config.probe_weight else None)),
     ]
-    for desc, steps, params, step in stages:
+    for desc, steps, params, make, loss in stages:
         train_only(model, params)
         trained = [p for p in model.parameters() if p.requires_grad]
-        train_loop(desc, steps, params, step, lr=config.lr, warmup=min(config.warmup, steps // 10), clip=trained, progress=progress)
+        train_stage(desc, steps, params, make, loss, lr=config.lr, warmup=min(config.warmup, steps // 10), clip=trained, progress=progress)
 
 
-def instruction_step(model, encoder, config: MLLMConfig, word_ids, rng: random.Random, mix: dict, probe: torch.nn.Linear):
-    """Stages 3 and 4: a step on requests drawn by `mix`, the scene probe `probe` beside the answers."""
+def tasks(encoder, rng: random.Random, mix: dict, batch: int):
+    """Stages 3 to 6: a batch of requests drawn by `mix`, as micro-batches."""
+    return lambda: micro_batches(encoder, [sample_with_scene(rng, mix=mix) for _ in range(batch)])
 
-    def step(_):
-        examples = [sample_with_scene(rng, mix=mix) for _ in range(config.batch)]
-        return batch_loss(model, encoder, examples, config, word_ids, probe if config.probe_weight else None)
 
-    return step
+def train_stage(desc: str, steps: int, params, make, loss, **loop) -> None:
+    """`train_loop` on `steps` batches, each made by `make` while the step before trains (`made_ahead`)."""
+    with made_ahead(make, steps) as batches:
+        train_loop(desc, steps, params, lambda _: loss(batches()), **loop)
 
 
 def deepen(model, after: tuple[int, ...]) -> None:
@@ -324,31 +324,47 @@ def deepen(model, after: tuple[int, ...]) -> None:
     model.config.text_config.layer_types = ["full_attention"] * len(layers)
 
 
-def batch_loss(model, encoder, examples: list[Example], config: MLLMConfig | None = None, word_ids=None, probe=None,
-               groups: int = LENGTH_GROUPS, bf16: bool = False) -> tuple[torch.Tensor, dict]:
-    """The model on the examples with their answers: next-token loss on the answers, plus the
-    semantic-hub objective on the objects the requests show (`word_ids`: None for none) and, with
-    `probe`, the scene probe (their weights and layers from `config`). Requests differ in length
-    several-fold (a caption; a two-turn conversation with images), and a batch is left-padded to
-    its longest: so it runs as `groups`
-    micro-batches of similar length, each term weighted by its share of the whole batch — the whole
-    batch's loss, up to rounding, at about a third fewer tokens computed. `bf16`: the model runs
-    under bf16 autocast (mixed precision; the weights and their updates stay float32)."""
+class MicroBatch(NamedTuple):
+    """Requests of similar length with their answers, ready for the model (`micro_batches`)."""
+
+    examples: list[Example]
+    inputs: dict
+    position_ids: torch.Tensor
+    labels: torch.Tensor
+    located: list  # `object_tokens`: where the requests show each object
+
+
+def micro_batches(encoder, examples: list[Example], groups: int = LENGTH_GROUPS) -> list[MicroBatch]:
+    """The data side of a step (`made_ahead` runs it beside the step before). Requests differ in
+    length several-fold (a caption; a two-turn conversation with images), and a batch is left-padded
+    to its longest: so it runs as `groups` micro-batches of similar length, about a third fewer
+    tokens computed."""
     order = list(range(len(examples)))
     if groups > 1:
         lengths = encoder.prepare([e.request for e in examples], answers=[e.answer for e in examples])["attention_mask"].sum(1)
         order.sort(key=lambda i: int(lengths[i]))
-    size = -(-len(order) // groups)
-    terms = {"answer": [], "hub": [], "probe": []}  # (value, weight) per micro-batch
+    size, batches = -(-len(order) // groups), []
     for start in range(0, len(order), size):
         group = [examples[i] for i in order[start : start + size]]
         inputs = encoder.prepare([e.request for e in group], answers=[e.answer for e in group])
         labels = answer_labels(encoder, inputs, [e.answer for e in group])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # not around `prepare`: its sound features are float32
-            result = model(**inputs, position_ids=encoder.position_ids(inputs), labels=labels, use_cache=False, output_hidden_states=True)
+        batches.append(MicroBatch(group, inputs, encoder.position_ids(inputs), labels, object_tokens(encoder, inputs, group, answered=True)))
+    return batches
+
+
+def batch_loss(model, batch: list[MicroBatch], config: MLLMConfig | None = None, word_ids=None, probe=None,
+               bf16: bool = False) -> tuple[torch.Tensor, dict]:
+    """The model on a batch (its micro-batches): next-token loss on the answers, plus the semantic-hub
+    objective on the objects the requests show (`word_ids`: None for none) and, with `probe`, the
+    scene probe (their weights and layers from `config`). Each term is weighted by its micro-batch's
+    share of the whole batch: the whole batch's loss, up to rounding. `bf16`: the model runs under
+    bf16 autocast (mixed precision; the weights and their updates stay float32)."""
+    terms = {"answer": [], "hub": [], "probe": []}  # (value, weight) per micro-batch
+    for group, inputs, position_ids, labels, located in batch:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            result = model(**inputs, position_ids=position_ids, labels=labels, use_cache=False, output_hidden_states=True)
         terms["answer"].append((result.loss, int((labels[:, 1:] != -100).sum())))  # the model's loss: a mean over answer tokens
-        located = object_tokens(encoder, inputs, group, answered=True) if word_ids else []
-        if located:  # a mean over the objects' tokens and words
+        if word_ids and located:  # a mean over the objects' tokens and words
             hub = hub_loss(model, result.hidden_states, located, word_ids, config.hub_layers)
             terms["hub"].append((hub, sum(len(positions) * sum(a in obj for a in ATTRIBUTES) for _, positions, obj in located)))
         if probe is not None:  # a mean over rows
@@ -371,24 +387,3 @@ def probe_loss(probe: torch.nn.Linear, last_hidden: torch.Tensor, labels: torch.
     logits = probe(states).view(len(scenes), tokens, len(POSITIONS), -1)
     targets = torch.tensor([scene_targets(s) for s in scenes])[:, None, :].expand(-1, tokens, -1)
     return torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten())
-
-
-def greedy_answers(encoder, requests: list, batch: int = 32) -> list[str]:
-    """The reader's greedy answers (at most 48 new tokens each), `batch` requests at a time."""
-    return [a for start in range(0, len(requests), batch) for a in encoder.answer(requests[start : start + batch], 48)]
-
-
-def answer_accuracy(encoder, n: int = 100, seed: int = 777, batch: int = 32, tasks: tuple[str, ...] | None = None) -> dict[str, float]:
-    """Exact-match accuracy of the greedy answers on `n` fresh requests per line: each task (of
-    `tasks`, default all) the reader takes, and each language for the tasks with words in any language."""
-    rng = random.Random(seed)
-    scores = {}
-    hears = Audio in encoder.takes
-    if "audio2image" in (tasks or ()) and not hears:
-        raise X2IError(f"{encoder.name} does not hear: audio2image needs a reader that does (a Qwen2.5-Omni)")
-    for task in tasks or (*TRAINING_MIX, "video2image", "document2image", *(("audio2image",) if hears else ())):
-        for lang in LANGUAGES if task in ("text2image", "imagetext2image", "conversation", "document2image", "audio2image") else (None,):
-            examples = [sample_with_scene(rng, task, lang) for _ in range(n)]
-            answers = greedy_answers(encoder, [e.request for e in examples], batch)
-            scores[task + (f" {lang}" if lang else "")] = sum(a == e.answer for a, e in zip(answers, examples)) / n
-    return scores

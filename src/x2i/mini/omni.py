@@ -27,11 +27,8 @@ has its own AlignNet, distilled on its English text alone as always.
 from __future__ import annotations
 
 import random
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
@@ -44,11 +41,10 @@ from x2i.media import Audio
 from x2i.mini.examples import TRAINING_MIX, Example, sample_with_scene
 from x2i.mini.language import caption
 from x2i.mini.media import speak
-from x2i.mini.mllm import MLLMConfig, batch_loss, train_only
+from x2i.mini.mllm import MLLMConfig, batch_loss, micro_batches, train_stage, train_only
 from x2i.mini.readout import english_word_ids
 from x2i.mini.world import IMAGE_SIZE, LANGUAGES, random_scene
 from x2i.options import option
-from x2i.training.loop import train_loop
 
 # The Omni processor's named tokens: the Qwen2.5-VL's for images and video, three new ones for sound.
 TOKENS = {
@@ -117,22 +113,6 @@ def listening_example(rng: random.Random, languages: dict[str, float] | None = N
     if rng.random() < 0.5:
         return spoken_example(rng, rng.random() < 0.25, languages)
     return sample_with_scene(rng, mix=KEEP_MIX)
-
-
-@contextmanager
-def made_ahead(make: Callable[[], list[Example]]) -> Iterator[Callable[[], list[Example]]]:
-    """A function that returns each batch `make` made while the step before trained: speech is made
-    by espeak-ng, which waits on a process of its own. One thread makes them all, in order (the
-    batches are those made without it), and is waited for on leaving, so that no two make speech at once."""
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(make)
-
-        def next_batch() -> list[Example]:
-            nonlocal future
-            batch, future = future.result(), pool.submit(make)
-            return batch
-
-        yield next_batch
 
 
 def build_omni(config: OmniConfig):
@@ -206,10 +186,11 @@ def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Pa
     hub = MLLMConfig(hub_weight=config.hear_hub_weight)  # the hub's layers as in the Qwen2.5-VL recipe
     word_ids = english_word_ids(tokenizer) if config.hear_hub_weight else None
     if config.hear_steps:
-        with made_ahead(lambda: [spoken_example(rng, rng.random() < 0.25, languages) for _ in range(config.hear_batch)]) as spoken:
-            train_loop("mini Omni: the world by ear", config.hear_steps, ears,
-                       lambda _: batch_loss(model, encoder, spoken(), hub, word_ids, groups=1, bf16=config.bf16),  # sound is most of each request: lengths are alike
-                       lr=config.hear_lr, warmup=min(100, config.hear_steps // 10), clip=ears, progress=progress)
+        # sound is most of each request: lengths are alike, one micro-batch
+        train_stage("mini Omni: the world by ear", config.hear_steps, ears,
+                    lambda: micro_batches(encoder, [spoken_example(rng, rng.random() < 0.25, languages) for _ in range(config.hear_batch)], groups=1),
+                    lambda batch: batch_loss(model, batch, hub, word_ids, bf16=config.bf16),
+                    lr=config.hear_lr, warmup=min(100, config.hear_steps // 10), clip=ears, progress=progress)
     if config.listen_steps:
         # A frozen language model reads a word said over ~10 sound tokens as ten repeats of it, and
         # loses which words go together (BENCHMARKS.md): so, as Qwen2.5-Omni's second stage trains
@@ -217,9 +198,9 @@ def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Pa
         rng = random.Random(config.seed + 2)
         language = [*model.model.language_model.parameters(), *model.lm_head.parameters()]
         listening = train_only(model, [*ears, *language])
-        with made_ahead(lambda: [listening_example(rng, languages) for _ in range(config.hear_batch)]) as heard:
-            train_loop("mini Omni: listening", config.listen_steps, [{"params": ears, "lr": config.listen_ears_lr}, {"params": language}],
-                       lambda _: batch_loss(model, encoder, heard(), hub, word_ids, bf16=config.bf16),
-                       lr=config.listen_lr, warmup=min(50, config.listen_steps // 10), clip=listening, progress=progress)
+        train_stage("mini Omni: listening", config.listen_steps, [{"params": ears, "lr": config.listen_ears_lr}, {"params": language}],
+                    lambda: micro_batches(encoder, [listening_example(rng, languages) for _ in range(config.hear_batch)]),
+                    lambda batch: batch_loss(model, batch, hub, word_ids, bf16=config.bf16),
+                    lr=config.listen_lr, warmup=min(50, config.listen_steps // 10), clip=listening, progress=progress)
     model.eval()
     return save()

@@ -8,11 +8,15 @@ trainers with accelerate, logs and checkpoints around it; the mini world's recip
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm.auto import tqdm
+
+T = TypeVar("T")
 
 
 def run_steps(
@@ -68,3 +72,21 @@ def train_loop(
 
     run_steps(step, optimizer, schedule, steps, desc=desc, progress=progress,
               clip_norm=(lambda: torch.nn.utils.clip_grad_norm_(clip, 1.0)) if clip is not None else None, after_step=shown)
+
+
+@contextmanager
+def made_ahead(make: Callable[[], T], count: int) -> Iterator[Callable[[], T]]:
+    """A function that returns, `count` times, what `make` made while the step before trained: the
+    data side of a step (drawing, rendering, speech, the processor) runs beside the model's. One
+    thread makes them all, in order, so they are the ones made in turn; no more than `count` are
+    made, so a random generator that later stages share is left as making them in turn leaves it."""
+    with ThreadPoolExecutor(1) as pool:
+        left, future = count, pool.submit(make) if count else None
+
+        def next_batch() -> T:
+            nonlocal left, future
+            batch, left = future.result(), left - 1
+            future = pool.submit(make) if left else None
+            return batch
+
+        yield next_batch
