@@ -294,8 +294,12 @@ def tasks(encoder, rng: random.Random, mix: dict, batch: int):
     return lambda: micro_batches(encoder, [sample_with_scene(rng, mix=mix) for _ in range(batch)])
 
 
-def train_stage(desc: str, steps: int, params, make, loss, **loop) -> None:
-    """`train_loop` on `steps` batches, each made by `make` while the step before trains (`made_ahead`)."""
+def train_stage(desc: str, steps: int, params, make, loss, ahead: bool = False, **loop) -> None:
+    """`train_loop` on `steps` batches made by `make`; `ahead`: each while the step before trains
+    (`made_ahead`: speech, made by espeak-ng in a process of its own; rendering and the processor
+    gain nothing beside the model on 2 cores, BENCHMARKS.md)."""
+    if not ahead:
+        return train_loop(desc, steps, params, lambda _: loss(make()), **loop)
     with made_ahead(make, steps) as batches:
         train_loop(desc, steps, params, lambda _: loss(batches()), **loop)
 
@@ -335,7 +339,7 @@ class MicroBatch(NamedTuple):
 
 
 def micro_batches(encoder, examples: list[Example], groups: int = LENGTH_GROUPS) -> list[MicroBatch]:
-    """The data side of a step (`made_ahead` runs it beside the step before). Requests differ in
+    """The data side of a step (`train_stage`'s `make`). Requests differ in
     length several-fold (a caption; a two-turn conversation with images), and a batch is left-padded
     to its longest: so it runs as `groups` micro-batches of similar length, about a third fewer
     tokens computed."""

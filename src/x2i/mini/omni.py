@@ -189,7 +189,7 @@ def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Pa
         # sound is most of each request: lengths are alike, one micro-batch
         train_stage("mini Omni: the world by ear", config.hear_steps, ears,
                     lambda: micro_batches(encoder, [spoken_example(rng, rng.random() < 0.25, languages) for _ in range(config.hear_batch)], groups=1),
-                    lambda batch: batch_loss(model, batch, hub, word_ids, bf16=config.bf16),
+                    lambda batch: batch_loss(model, batch, hub, word_ids, bf16=config.bf16), ahead=True,
                     lr=config.hear_lr, warmup=min(100, config.hear_steps // 10), clip=ears, progress=progress)
     if config.listen_steps:
         # A frozen language model reads a word said over ~10 sound tokens as ten repeats of it, and
@@ -200,7 +200,7 @@ def train_omni(config: OmniConfig, out: str | Path, progress: bool = True) -> Pa
         listening = train_only(model, [*ears, *language])
         train_stage("mini Omni: listening", config.listen_steps, [{"params": ears, "lr": config.listen_ears_lr}, {"params": language}],
                     lambda: micro_batches(encoder, [listening_example(rng, languages) for _ in range(config.hear_batch)]),
-                    lambda batch: batch_loss(model, batch, hub, word_ids, bf16=config.bf16),
+                    lambda batch: batch_loss(model, batch, hub, word_ids, bf16=config.bf16), ahead=True,
                     lr=config.listen_lr, warmup=min(50, config.listen_steps // 10), clip=listening, progress=progress)
     model.eval()
     return save()
