@@ -12,8 +12,8 @@ from x2i.app.cli import main
 from x2i.inference.loaders import load_encoder
 from x2i.inference.locations import locate
 from x2i.inference.request import Request
-from x2i.mini.examples import sample_example
 from x2i.mini.answers import answer_accuracy
+from x2i.mini.examples import sample_example
 from x2i.mini.mllm import (
     MLLMConfig,
     answer_labels,

@@ -72,7 +72,7 @@ def test_listening_trains_the_language_model_beside_the_ears_and_never_the_eyes(
     heard = load_encoder(omni).model.state_dict()
     config = OmniConfig(hear_from=str(omni), seed=1, hear_batch=4, hear_steps=0, listen_steps=2, hear_hub_weight=0, listen_ears_lr=3e-3)
     groups = []
-    monkeypatch.setattr("x2i.mini.mllm.train_loop", lambda *args, **kw: groups.extend(map(dict, args[2])) or train_loop(*args, **kw))
+    monkeypatch.setattr("x2i.training.loop.train_loop", lambda *args, **kw: groups.extend(map(dict, args[2])) or train_loop(*args, **kw))
     listened = load_encoder(train_omni(config, tmp_path / "listened", progress=False)).model.state_dict()
     changed = {name.removeprefix("model.").split(".")[0] for name in heard if not torch.equal(heard[name], listened[name])}
     assert changed == {"audio_tower", "language_model", "lm_head"}  # the vision tower as it was

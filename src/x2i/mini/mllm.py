@@ -82,7 +82,7 @@ from x2i.mini.world import (
     random_scene,
 )
 from x2i.options import option
-from x2i.training.loop import made_ahead, train_loop
+from x2i.training.loop import train_stage
 
 EDIT_STEPS = 1500  # stage 4's steps in the recipe from scratch (a made model runs it only when asked)
 # Stage 5's mixes, by `watch_mix`: what the stage is called, and what it draws.
@@ -292,16 +292,6 @@ def train_language_and_tasks(model, tokenizer, encoder: Qwen2_5_VLEncoder, confi
 def tasks(encoder, rng: random.Random, mix: dict, batch: int):
     """Stages 3 to 6: a batch of requests drawn by `mix`, as micro-batches."""
     return lambda: micro_batches(encoder, [sample_with_scene(rng, mix=mix) for _ in range(batch)])
-
-
-def train_stage(desc: str, steps: int, params, make, loss, ahead: bool = False, **loop) -> None:
-    """`train_loop` on `steps` batches made by `make`; `ahead`: each while the step before trains
-    (`made_ahead`: speech, made by espeak-ng in a process of its own; rendering and the processor
-    gain nothing beside the model on 2 cores, BENCHMARKS.md)."""
-    if not ahead:
-        return train_loop(desc, steps, params, lambda _: loss(make()), **loop)
-    with made_ahead(make, steps) as batches:
-        train_loop(desc, steps, params, lambda _: loss(batches()), **loop)
 
 
 def deepen(model, after: tuple[int, ...]) -> None:

@@ -41,10 +41,11 @@ from x2i.media import Audio
 from x2i.mini.examples import TRAINING_MIX, Example, sample_with_scene
 from x2i.mini.language import caption
 from x2i.mini.media import speak
-from x2i.mini.mllm import MLLMConfig, batch_loss, micro_batches, train_stage, train_only
+from x2i.mini.mllm import MLLMConfig, batch_loss, micro_batches, train_only
 from x2i.mini.readout import english_word_ids
 from x2i.mini.world import IMAGE_SIZE, LANGUAGES, random_scene
 from x2i.options import option
+from x2i.training.loop import train_stage
 
 # The Omni processor's named tokens: the Qwen2.5-VL's for images and video, three new ones for sound.
 TOKENS = {

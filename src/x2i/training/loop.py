@@ -3,7 +3,8 @@
 `run_steps` is every training step there is: the loss, backward, gradient clipping, the optimizer
 and learning-rate schedule, a progress bar. `trainer.train` runs it for `x2i distill` and the edit
 trainers with accelerate, logs and checkpoints around it; the mini world's recipes run it through
-`train_loop`, which only adds AdamW and a schedule.
+`train_loop`, which only adds AdamW and a schedule, a stage at a time (`train_stage`: each batch
+made by a function, on the step or, `made_ahead`, while the step before trains).
 """
 
 from __future__ import annotations
@@ -90,3 +91,13 @@ def made_ahead(make: Callable[[], T], count: int) -> Iterator[Callable[[], T]]:
             return batch
 
         yield next_batch
+
+
+def train_stage(desc: str, steps: int, params, make, loss, ahead: bool = False, **loop) -> None:
+    """`train_loop` on `steps` batches made by `make`; `ahead`: each while the step before trains
+    (`made_ahead`: speech, made by espeak-ng in a process of its own; rendering and the processor
+    gain nothing beside the model on 2 cores, BENCHMARKS.md)."""
+    if not ahead:
+        return train_loop(desc, steps, params, lambda _: loss(make()), **loop)
+    with made_ahead(make, steps) as batches:
+        train_loop(desc, steps, params, lambda _: loss(batches()), **loop)
